@@ -1,0 +1,169 @@
+"""The one protocol both sides of a binding speak, and the errors they raise.
+
+The reconciler sees an app table and an external API alike: a collection of records
+with string ids, listed page by page, read one at a time, written idempotently.
+Every connector translates its own failures into the error tree below at its
+boundary, so the reconciler decides retries from the error's type alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NewType, Protocol
+
+RecordId = NewType("RecordId", str)
+
+JSONValue = Any
+"""A value as JSON or SQLite gives it: None, bool, int, float, str, list or dict."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record as its system holds it: native field names, native values."""
+
+    id: RecordId
+    fields: Mapping[str, JSONValue]
+    version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; `cursor` is None on the last page."""
+
+    records: Sequence[Record]
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """Ids changed after a change-feed cursor, and the cursor to read from next.
+
+    `more` says another batch is ready now, so the caller need not wait a poll interval.
+    """
+
+    ids: Sequence[RecordId]
+    cursor: str | None
+    more: bool = False
+    records: Sequence[Record] = ()
+    """The changed records themselves, where the feed returns them (saves a read each)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What a connector reports about each request it makes (for metrics)."""
+
+    connection: str
+    method: str
+    code: str
+    seconds: float
+
+
+class RequestObserver(Protocol):
+    def __call__(self, info: RequestInfo, /) -> None: ...
+
+
+def ignore_request(info: RequestInfo, /) -> None:
+    """The observer used when nobody is watching."""
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+class ConnectorError(Exception):
+    """Base of every error a connector raises. Messages never carry secrets."""
+
+
+class TransientError(ConnectorError):
+    """Worth retrying later: a network fault, a timeout, a 5xx, a locked database."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(TransientError):
+    """The other side asked us to slow down (HTTP 429)."""
+
+
+class ConflictError(TransientError):
+    """The record changed under us (409/412): observe again and re-plan."""
+
+
+class PermanentError(ConnectorError):
+    """Retrying the same request cannot succeed: a 4xx, a constraint violation."""
+
+
+class AuthError(PermanentError):
+    """Credentials were refused (401/403)."""
+
+
+class NotFoundError(ConnectorError):
+    """The record is gone. `get` returns None instead; writes raise this."""
+
+
+class ConfigurationError(ConnectorError):
+    """The connection or collection is set up wrong (a missing table, an unknown column)."""
+
+
+# --- the protocol -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a collection can do beyond the basics."""
+
+    change_feed: bool = False
+
+
+class Collection(Protocol):
+    """A set of records on one side of a binding.
+
+    `delete` of a missing record succeeds; `get` of a missing record returns None;
+    `update` of a missing record raises NotFoundError.
+    """
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def check(self) -> None:
+        """Reach the collection once; raise a ConnectorError naming what is wrong."""
+        ...
+
+    async def list_page(self, cursor: str | None) -> Page: ...
+
+    async def get(self, record_id: RecordId) -> Record | None: ...
+
+    async def create(self, fields: Mapping[str, JSONValue]) -> Record: ...
+
+    async def update(
+        self, record_id: RecordId, fields: Mapping[str, JSONValue], *, current: Record | None
+    ) -> Record | None: ...
+
+    async def delete(self, record_id: RecordId) -> None: ...
+
+    async def find(self, match: Mapping[str, JSONValue]) -> list[Record]:
+        """Records that may have these field values: a superset, the caller filters."""
+        ...
+
+    async def changes(self, cursor: str | None) -> ChangeBatch:
+        """Ids changed since `cursor` (only where `capabilities.change_feed`)."""
+        ...
+
+
+class Connection(Protocol):
+    """An open line to one system: a database file or an API base URL."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def open(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def check(self) -> None:
+        """Reach the system once; raise a ConnectorError naming what is wrong."""
+        ...

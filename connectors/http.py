@@ -1,0 +1,202 @@
+"""The HTTP machinery every HTTP connector shares.
+
+One httpx client per connection, behind the connection's rate limiter, with retries
+and backoff for network faults, 5xx and 429 (honouring `Retry-After`), and every
+failure translated into the connector error tree. Error messages carry the method,
+the status and the URL path: never headers, query strings or credentials.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from connectors.base import (
+    AuthError,
+    ConflictError,
+    ConnectorError,
+    NotFoundError,
+    PermanentError,
+    RateLimitedError,
+    RequestInfo,
+    RequestObserver,
+    TransientError,
+    ignore_request,
+)
+from connectors.ratelimit import RateLimiter
+
+MAX_INLINE_WAIT = 10.0
+"""A Retry-After longer than this is not slept through inside one request: the key is
+requeued for later instead, so a worker is not held for minutes."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    base_url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 10.0
+    retries: int = 3
+    rate_limit: float | None = None
+    backoff_base: float = 0.1
+    backoff_cap: float = 5.0
+
+
+def retry_after_seconds(response: httpx.Response, *, now: float | None = None) -> float | None:
+    """`Retry-After` as seconds from now (delta-seconds or an HTTP date), if present."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - (now if now is not None else time.time()))
+
+
+def describe(response: httpx.Response) -> str:
+    """A short, secret-free excerpt of an error body, to say why a record was refused."""
+    text = response.text.strip().replace("\n", " ")
+    return f": {text[:200]}" if text else ""
+
+
+class HttpClient:
+    def __init__(
+        self,
+        name: str,
+        settings: HttpSettings,
+        *,
+        observer: RequestObserver = ignore_request,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._observer = observer
+        self._transport = transport
+        self._limiter = RateLimiter(settings.rate_limit)
+        self._client: httpx.AsyncClient | None = None
+        self._origin = urlsplit(settings.base_url)[:2]
+
+    async def open(self) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.settings.base_url.rstrip("/") + "/",
+                headers=dict(self.settings.headers),
+                timeout=self.settings.timeout,
+                transport=self._transport,
+                follow_redirects=False,
+            )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def same_origin(self, url: str) -> bool:
+        """Whether `url` points at this connection's server (credentials go nowhere else)."""
+        return urlsplit(url)[:2] == self._origin
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        allow_not_found: bool = False,
+    ) -> httpx.Response:
+        """Send with retries; 2xx (and 404 where allowed) come back, the rest raise."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.settings.retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(_worth_retrying),
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._once(
+                    method, url, params=params, json=json, allow_not_found=allow_not_found
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        backoff = min(
+            self.settings.backoff_cap, self.settings.backoff_base * 2.0 ** (state.attempt_number - 1)
+        )
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            return max(backoff, exc.retry_after)
+        return backoff
+
+    async def _once(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        allow_not_found: bool,
+    ) -> httpx.Response:
+        if self._client is None:
+            raise ConnectorError(f"{self.name}: connection is not open")
+        await self._limiter.acquire()
+        started = time.perf_counter()
+        path = urlsplit(url).path or url
+        try:
+            response = await self._client.request(method, url, params=params, json=json)
+        except httpx.TimeoutException as exc:
+            self._observe(method, "timeout", started)
+            raise TransientError(f"{self.name}: timeout on {method} {path}") from exc
+        except httpx.TransportError as exc:
+            self._observe(method, "error", started)
+            raise TransientError(f"{self.name}: {type(exc).__name__} on {method} {path}") from exc
+        self._observe(method, str(response.status_code), started)
+        return self._check(response, method=method, path=path, allow_not_found=allow_not_found)
+
+    def _check(
+        self, response: httpx.Response, *, method: str, path: str, allow_not_found: bool
+    ) -> httpx.Response:
+        status = response.status_code
+        if 200 <= status < 300 or (status == 404 and allow_not_found):
+            return response
+        message = f"{self.name}: HTTP {status} {method} {path}"
+        if status == 429:
+            wait = retry_after_seconds(response)
+            self._limiter.pause(wait if wait is not None else self.settings.backoff_base)
+            if wait is not None and wait > MAX_INLINE_WAIT:
+                # Give the worker back; the key is requeued after the server's delay.
+                raise _NoInlineRetry(message, retry_after=wait)
+            raise RateLimitedError(message, retry_after=wait)
+        if status >= 500 or status == 408:
+            raise TransientError(message, retry_after=retry_after_seconds(response))
+        if status == 404:
+            raise NotFoundError(message)
+        if status in (401, 403):
+            raise AuthError(message)
+        if status in (409, 412):
+            raise ConflictError(message + describe(response))
+        raise PermanentError(message + describe(response))
+
+    def _observe(self, method: str, code: str, started: float) -> None:
+        self._observer(RequestInfo(self.name, method, code, time.perf_counter() - started))
+
+
+class _NoInlineRetry(RateLimitedError):
+    """A rate limit too long to wait out inside one request."""
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    return isinstance(exc, TransientError) and not isinstance(exc, _NoInlineRetry)

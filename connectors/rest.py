@@ -1,0 +1,248 @@
+"""A declarative connector for typical JSON REST APIs.
+
+A collection lives at a path: GET lists it (in any pagination style), GET path/{id}
+reads one record, POST creates, PATCH or PUT updates, DELETE deletes. Ids are
+URL-encoded into paths; 404 on a read, update or delete means the record is gone.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import structlog
+
+from connectors.base import (
+    Capabilities,
+    ChangeBatch,
+    ConfigurationError,
+    JSONValue,
+    NotFoundError,
+    Page,
+    PermanentError,
+    Record,
+    RecordId,
+    RequestObserver,
+    TransientError,
+    ignore_request,
+)
+from connectors.http import HttpClient, HttpSettings
+from connectors.pagination import Pagination, dig, next_cursor, request_for
+
+log = structlog.get_logger(__name__)
+
+
+class Lookup(enum.StrEnum):
+    QUERY = "query"  # ask the API to filter: ?field=value (results are filtered again here)
+    LIST = "list"  # the API cannot filter: read the whole listing
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedSince:
+    param: str
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
+class RestCollectionSpec:
+    path: str
+    id: str = "id"
+    records: str = ""
+    record: str = ""
+    pagination: Pagination = field(default_factory=Pagination)
+    update_method: str = "PATCH"
+    changed_since: ChangedSince | None = None
+    lookup: Lookup = Lookup.QUERY
+
+
+class RestConnection:
+    def __init__(
+        self,
+        name: str,
+        settings: HttpSettings,
+        *,
+        observer: RequestObserver = ignore_request,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._name = name
+        self.client = HttpClient(name, settings, observer=observer, transport=transport)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def open(self) -> None:
+        await self.client.open()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def check(self) -> None:
+        """Nothing to reach without a path: each collection's `check` lists one page."""
+
+    def collection(self, spec: RestCollectionSpec) -> RestCollection:
+        return RestCollection(self.client, spec)
+
+
+class RestCollection:
+    def __init__(self, client: HttpClient, spec: RestCollectionSpec) -> None:
+        self._client = client
+        self.spec = spec
+        self._path = "/" + spec.path.strip("/")
+
+    @property
+    def label(self) -> str:
+        return f"{self._client.name}:{self._path}"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(change_feed=self.spec.changed_since is not None)
+
+    async def check(self) -> None:
+        await self.list_page(None)
+
+    # --- reads -------------------------------------------------------------------
+
+    async def list_page(self, cursor: str | None, *, extra: Mapping[str, Any] | None = None) -> Page:
+        request = request_for(self.spec.pagination, cursor)
+        if request.url is not None and not self._client.same_origin(request.url):
+            raise PermanentError(f"{self.label}: next page is on another server; not followed")
+        params = {**request.params, **(extra or {})} if request.url is None else None
+        response = await self._client.request("GET", request.url or self._path, params=params)
+        body = _json_body(response, self.label)
+        items = dig(body, self.spec.records)
+        if not isinstance(items, list):
+            where = f"at {self.spec.records!r}" if self.spec.records else "at the top level"
+            raise PermanentError(f"{self.label}: expected a list of records {where}")
+        records = [record for item in items if (record := self._record(item)) is not None]
+        following = next_cursor(
+            self.spec.pagination, cursor=cursor, response=response, body=body, count=len(items)
+        )
+        return Page(records=records, cursor=following)
+
+    async def get(self, record_id: RecordId) -> Record | None:
+        response = await self._client.request("GET", self._item(record_id), allow_not_found=True)
+        if response.status_code == 404:
+            return None
+        return self._single(response)
+
+    async def find(self, match: Mapping[str, JSONValue]) -> list[Record]:
+        query = {k: _param(v) for k, v in match.items() if "." not in k and _scalar(v)}
+        if self.spec.lookup is Lookup.LIST or not query:
+            return await self._all()
+        try:
+            return await self._all(extra=query)
+        except PermanentError:
+            return await self._all()  # the API refused the filter: read everything instead
+
+    async def changes(self, cursor: str | None) -> ChangeBatch:
+        since = self.spec.changed_since
+        if since is None:
+            raise ConfigurationError(f"{self.label}: no changed_since configured")
+        extra = {since.param: json.loads(cursor)} if cursor is not None else {}
+        records = await self._all(extra=extra)
+        newest: Any = json.loads(cursor) if cursor is not None else None
+        for record in records:
+            value = dig(record.fields, since.field)
+            if value is not None and (newest is None or _later(value, newest)):
+                newest = value
+        following = json.dumps(newest) if newest is not None else cursor
+        return ChangeBatch(ids=[r.id for r in records], cursor=following, records=records)
+
+    async def _all(self, *, extra: Mapping[str, Any] | None = None) -> list[Record]:
+        records: list[Record] = []
+        cursor: str | None = None
+        while True:
+            page = await self.list_page(cursor, extra=extra)
+            records.extend(page.records)
+            if page.cursor is None:
+                return records
+            cursor = page.cursor
+
+    # --- writes ------------------------------------------------------------------
+
+    async def create(self, fields: Mapping[str, JSONValue]) -> Record:
+        response = await self._client.request("POST", self._path, json=dict(fields))
+        record = self._single(response) if response.content else None
+        if record is not None:
+            return record
+        location = response.headers.get("Location")
+        if location:
+            return Record(id=RecordId(location.rstrip("/").rsplit("/", 1)[-1]), fields=dict(fields))
+        raise PermanentError(f"{self.label}: create answered without an id")
+
+    async def update(
+        self, record_id: RecordId, fields: Mapping[str, JSONValue], *, current: Record | None
+    ) -> Record | None:
+        method = self.spec.update_method.upper()
+        body: dict[str, Any] = dict(fields)
+        if method == "PUT":
+            if current is None:
+                current = await self.get(record_id)
+                if current is None:
+                    raise NotFoundError(f"{self.label}: record to update is gone")
+            body = _deep_merge(dict(current.fields), fields)
+        response = await self._client.request(method, self._item(record_id), json=body)
+        return self._single(response) if response.content else None
+
+    async def delete(self, record_id: RecordId) -> None:
+        await self._client.request("DELETE", self._item(record_id), allow_not_found=True)
+
+    # --- helpers -----------------------------------------------------------------
+
+    def _item(self, record_id: RecordId) -> str:
+        return f"{self._path}/{quote(str(record_id), safe='')}"
+
+    def _single(self, response: httpx.Response) -> Record | None:
+        body = dig(_json_body(response, self.label), self.spec.record)
+        return self._record(body) if isinstance(body, dict) else None
+
+    def _record(self, item: Any) -> Record | None:
+        if not isinstance(item, dict):
+            log.warning("rest.record_skipped", collection=self.label, error="not an object")
+            return None
+        raw_id = dig(item, self.spec.id)
+        if raw_id is None or isinstance(raw_id, dict | list) or raw_id == "":
+            log.warning("rest.record_skipped", collection=self.label, error=f"no {self.spec.id!r}")
+            return None
+        return Record(id=RecordId(str(raw_id)), fields=item)
+
+
+def _json_body(response: httpx.Response, label: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        path = response.request.url.path
+        # A truncated or garbled body is usually a fault on the way: worth another try.
+        raise TransientError(f"{label}: invalid JSON from {response.request.method} {path}") from exc
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _later(value: Any, than: Any) -> bool:
+    try:
+        return bool(value > than)
+    except TypeError:
+        return str(value) > str(than)
+
+
+def _deep_merge(target: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            target[key] = _deep_merge(dict(target[key]), value)
+        else:
+            target[key] = value
+    return target

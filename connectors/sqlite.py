@@ -1,0 +1,296 @@
+"""A table in the app's SQLite database as one side of a binding.
+
+Every write is one short autocommit statement under a busy timeout, so the app keeps
+writing to its database while tandem runs. Full listings walk the table by keyset
+(id order) for the resync; changes come from the trigger-fed change log
+(`sqlite_changelog`), read after a sequence number, without scanning the table.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from connectors.base import (
+    Capabilities,
+    ChangeBatch,
+    ConfigurationError,
+    ConnectorError,
+    JSONValue,
+    NotFoundError,
+    Page,
+    PermanentError,
+    Record,
+    RecordId,
+    TransientError,
+)
+from connectors.sqlite_changelog import (
+    LOG_TABLE,
+    install_statements,
+    quote,
+    remove_statements,
+    trigger_names,
+)
+
+PAGE_SIZE = 1000
+CHANGE_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteTableSpec:
+    table: str
+    id: str = "id"
+    columns: tuple[str, ...] = ()
+    """The mapped columns; each must exist in the table."""
+
+
+def translate(exc: sqlite3.Error, label: str) -> ConnectorError:
+    """An sqlite3 error as the connector error that says what to do about it."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        if "locked" in text or "busy" in text:
+            return TransientError(f"{label}: database is busy: {text}")
+        if "no such table" in text or "no such column" in text:
+            return ConfigurationError(f"{label}: {text}")
+        if "readonly" in text or "read-only" in text:
+            return PermanentError(f"{label}: database is read-only: {text}")
+        return TransientError(f"{label}: {text}")
+    return PermanentError(f"{label}: {text}")
+
+
+def encode(value: JSONValue) -> Any:
+    """A canonical value as SQLite stores it: booleans as 0/1, objects as JSON text."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return value
+
+
+class SqliteConnection:
+    def __init__(self, name: str, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+        self._name = name
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise ConnectorError(f"{self._name}: connection is not open")
+        return self._db
+
+    async def open(self) -> None:
+        if self._db is not None:
+            return
+        if not self.path.exists():
+            raise ConfigurationError(f"{self._name}: database file {self.path} does not exist")
+        try:
+            self._db = await aiosqlite.connect(f"file:{self.path}?mode=rw", uri=True, isolation_level=None)
+            await self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise translate(exc, self._name) from exc
+
+    async def aclose(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def check(self) -> None:
+        try:
+            await self.db.execute("SELECT 1")
+        except sqlite3.Error as exc:
+            raise translate(exc, self._name) from exc
+
+    def collection(self, spec: SqliteTableSpec) -> SqliteTable:
+        return SqliteTable(self, spec)
+
+
+class SqliteTable:
+    def __init__(self, connection: SqliteConnection, spec: SqliteTableSpec) -> None:
+        self._connection = connection
+        self.spec = spec
+        self._table = quote(spec.table)
+        self._id = quote(spec.id)
+        self._integer_id = False
+
+    @property
+    def label(self) -> str:
+        return f"{self._connection.name}:{self.spec.table}"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(change_feed=True)
+
+    async def check(self) -> None:
+        """The table exists and has the id and every mapped column."""
+        rows = await self._query(f"PRAGMA table_info({self._table})")
+        if not rows:
+            raise ConfigurationError(f"{self.label}: table {self.spec.table!r} does not exist")
+        declared = {row[1]: str(row[2]).upper() for row in rows}
+        missing = [c for c in (self.spec.id, *self.spec.columns) if c not in declared]
+        if missing:
+            raise ConfigurationError(
+                f"{self.label}: table {self.spec.table!r} has no column {', '.join(map(repr, missing))}"
+            )
+        self._integer_id = "INT" in declared[self.spec.id]
+
+    # --- change log --------------------------------------------------------------
+
+    async def install_changelog(self) -> None:
+        await self._script(install_statements(self.spec.table, self.spec.id))
+
+    async def remove_changelog(self) -> None:
+        statements = remove_statements(self.spec.table)
+        if not await self._query("SELECT 1 FROM sqlite_master WHERE name = ?", (LOG_TABLE,)):
+            statements = statements[:-1]  # no log table: only triggers to drop
+        await self._script(statements)
+        remaining = await self._query(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND sql LIKE ?",
+            (f"%{LOG_TABLE}%",),
+        )
+        if remaining and remaining[0][0] == 0:
+            await self._script([f"DROP TABLE IF EXISTS {quote(LOG_TABLE)}"])
+
+    async def changelog_installed(self) -> bool:
+        names = trigger_names(self.spec.table)
+        rows = await self._query(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name IN (?, ?, ?)", names
+        )
+        return bool(rows) and rows[0][0] == len(names)
+
+    async def changes(self, cursor: str | None) -> ChangeBatch:
+        after = int(cursor) if cursor else 0
+        # Entries up to the cursor were consumed and the cursor stored: drop them.
+        await self._execute(
+            f"DELETE FROM {quote(LOG_TABLE)} WHERE tbl = ? AND seq <= ?", (self.spec.table, after)
+        )
+        rows = await self._query(
+            f"SELECT seq, row_id FROM {quote(LOG_TABLE)} WHERE tbl = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (self.spec.table, after, CHANGE_BATCH),
+        )
+        if not rows:
+            return ChangeBatch(ids=[], cursor=cursor)
+        ids = list(dict.fromkeys(RecordId(str(row[1])) for row in rows if row[1] is not None))
+        return ChangeBatch(ids=ids, cursor=str(rows[-1][0]), more=len(rows) == CHANGE_BATCH)
+
+    async def latest_change(self) -> str | None:
+        rows = await self._query(f"SELECT MAX(seq) FROM {quote(LOG_TABLE)} WHERE tbl = ?", (self.spec.table,))
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    # --- reads -------------------------------------------------------------------
+
+    async def list_page(self, cursor: str | None) -> Page:
+        if cursor is None:
+            sql = f"SELECT * FROM {self._table} ORDER BY {self._id} LIMIT ?"
+            params: tuple[Any, ...] = (PAGE_SIZE,)
+        else:
+            sql = f"SELECT * FROM {self._table} WHERE {self._id} > ? ORDER BY {self._id} LIMIT ?"
+            params = (json.loads(cursor), PAGE_SIZE)
+        records, last = await self._records(sql, params)
+        following = json.dumps(last) if len(records) == PAGE_SIZE else None
+        return Page(records=records, cursor=following)
+
+    async def get(self, record_id: RecordId) -> Record | None:
+        sql = f"SELECT * FROM {self._table} WHERE {self._id} = ?"
+        records, _ = await self._records(sql, (self._key(record_id),))
+        return records[0] if records else None
+
+    async def find(self, match: Mapping[str, JSONValue]) -> list[Record]:
+        if not match:
+            return []
+        where = " AND ".join(f"{quote(column)} = ?" for column in match)
+        sql = f"SELECT * FROM {self._table} WHERE {where} LIMIT 100"
+        records, _ = await self._records(sql, tuple(encode(v) for v in match.values()))
+        return records
+
+    # --- writes ------------------------------------------------------------------
+
+    async def create(self, fields: Mapping[str, JSONValue]) -> Record:
+        values = {column: encode(value) for column, value in fields.items()}
+        if self.spec.id not in values and not self._integer_id:
+            values[self.spec.id] = uuid.uuid4().hex  # a text key: tandem chooses it
+        columns = ", ".join(quote(c) for c in values)
+        marks = ", ".join("?" for _ in values)
+        sql = f"INSERT INTO {self._table} ({columns}) VALUES ({marks}) RETURNING *"
+        records, _ = await self._records(sql, tuple(values.values()))
+        return records[0]
+
+    async def update(
+        self, record_id: RecordId, fields: Mapping[str, JSONValue], *, current: Record | None
+    ) -> Record | None:
+        if not fields:
+            return current
+        assignments = ", ".join(f"{quote(column)} = ?" for column in fields)
+        sql = f"UPDATE {self._table} SET {assignments} WHERE {self._id} = ? RETURNING *"
+        params = (*(encode(v) for v in fields.values()), self._key(record_id))
+        records, _ = await self._records(sql, params)
+        if not records:
+            raise NotFoundError(f"{self.label}: record {record_id!r} is gone")
+        return records[0]
+
+    async def delete(self, record_id: RecordId) -> None:
+        await self._execute(f"DELETE FROM {self._table} WHERE {self._id} = ?", (self._key(record_id),))
+
+    # --- helpers -----------------------------------------------------------------
+
+    def _key(self, record_id: RecordId) -> Any:
+        if self._integer_id:
+            try:
+                return int(record_id)
+            except ValueError:
+                return record_id
+        return record_id
+
+    async def _records(self, sql: str, params: Sequence[Any]) -> tuple[list[Record], Any]:
+        try:
+            async with self._connection.db.execute(sql, params) as cursor:
+                names = [column[0] for column in cursor.description or ()]
+                rows = await cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.label) from exc
+        records = []
+        last: Any = None
+        for row in rows:
+            fields = dict(zip(names, row, strict=True))
+            last = fields[self.spec.id]
+            records.append(Record(id=RecordId(str(last)), fields=fields))
+        return records, last
+
+    async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            async with self._connection.db.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise translate(exc, self.label) from exc
+
+    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        try:
+            await self._connection.db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.label) from exc
+
+    async def _script(self, statements: Sequence[str]) -> None:
+        db = self._connection.db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in statements:
+                    await db.execute(statement)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise translate(exc, self.label) from exc

@@ -1,0 +1,265 @@
+"""The bindings file: TOML, `${NAME}` secrets from the environment, strict validation.
+
+Every error names the file, the key and what is wrong, and never echoes a value
+(a value may be a secret). Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from connectors.pagination import PaginationType
+from connectors.rest import Lookup
+from daemon.settings import parse_duration
+from reconcilers.canonical import FieldType
+from reconcilers.model import ConflictPolicy, Direction, Flow
+
+_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class ConfigError(ValueError):
+    """The bindings file is unusable; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SqliteConnectionConfig(_Strict):
+    type: Literal["sqlite"]
+    path: str
+    busy_timeout: Duration = 5.0
+
+
+class RestConnectionConfig(_Strict):
+    type: Literal["rest"]
+    base_url: Annotated[str, Field(pattern=r"^https?://")]
+    headers: dict[str, str] = {}
+    rate_limit: Annotated[float, Field(gt=0)] | None = None
+    timeout: Duration = 10.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+
+
+ConnectionConfig = Annotated[SqliteConnectionConfig | RestConnectionConfig, Field(discriminator="type")]
+APP_TYPES = ("sqlite",)
+EXTERNAL_TYPES = ("rest",)
+
+
+class AppSideConfig(_Strict):
+    connection: str
+    table: str
+    id: str = "id"
+
+
+class PaginationConfig(_Strict):
+    type: PaginationType
+    size_param: str | None = None
+    size: Annotated[int, Field(ge=1, le=100_000)] = 100
+    page_param: str = "page"
+    start: int = 1
+    offset_param: str = "offset"
+    cursor_param: str = "cursor"
+    next_cursor: str = "next_cursor"
+
+
+class ChangedSinceConfig(_Strict):
+    param: str
+    field: str
+
+
+class ExternalSideConfig(_Strict):
+    connection: str
+    path: str
+    id: str = "id"
+    records: str = ""
+    record: str = ""
+    pagination: PaginationConfig | None = None
+    update_method: Literal["PATCH", "PUT"] = "PATCH"
+    changed_since: ChangedSinceConfig | None = None
+    lookup: Lookup = Lookup.QUERY
+
+
+class FieldConfig(_Strict):
+    external: str
+    type: FieldType | None = None
+    direction: Direction = Direction.BOTH
+
+
+class DeleteGuardConfig(_Strict):
+    max_fraction: Annotated[float, Field(ge=0, le=1)] = 0.25
+    min_count: Annotated[int, Field(ge=0)] = 20
+
+
+class BindingConfig(_Strict):
+    name: Annotated[str, Field(pattern=_NAME)]
+    match: list[str] = []
+    conflict: ConflictPolicy = ConflictPolicy.APP_WINS
+    creates: Flow = Flow.BOTH
+    deletes: Flow = Flow.BOTH
+    delete_guard: DeleteGuardConfig = DeleteGuardConfig()
+    app: AppSideConfig
+    external: ExternalSideConfig
+    fields: Annotated[dict[str, str | FieldConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _match_fields_are_mapped(self) -> BindingConfig:
+        unknown = [name for name in self.match if name not in self.fields]
+        if unknown:
+            raise ValueError(f"match names {', '.join(unknown)}, which is not in [fields]")
+        if self.app.id in self.fields:
+            raise ValueError(f"the app id column {self.app.id!r} cannot be a mapped field")
+        return self
+
+    def field_configs(self) -> dict[str, FieldConfig]:
+        return {
+            name: spec if isinstance(spec, FieldConfig) else FieldConfig(external=spec)
+            for name, spec in self.fields.items()
+        }
+
+
+class BindingsFile(_Strict):
+    connections: Annotated[dict[str, ConnectionConfig], Field(min_length=1)]
+    bindings: Annotated[list[BindingConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _references(self) -> BindingsFile:
+        seen: set[str] = set()
+        tables: set[tuple[str, str]] = set()
+        for binding in self.bindings:
+            if binding.name in seen:
+                raise ValueError(f"binding name {binding.name!r} is used twice")
+            seen.add(binding.name)
+            _check_connection(self, binding.name, "app", binding.app.connection, APP_TYPES)
+            _check_connection(self, binding.name, "external", binding.external.connection, EXTERNAL_TYPES)
+            table = (binding.app.connection, binding.app.table)
+            if table in tables:
+                raise ValueError(
+                    f"binding {binding.name!r}: table {binding.app.table!r} of connection"
+                    f" {binding.app.connection!r} is already synced by another binding"
+                )
+            tables.add(table)
+        return self
+
+    def binding(self, name: str) -> BindingConfig:
+        for binding in self.bindings:
+            if binding.name == name:
+                return binding
+        raise ConfigError(f"no binding named {name!r}")
+
+
+def _check_connection(
+    config: BindingsFile, binding: str, side: str, name: str, types: tuple[str, ...]
+) -> None:
+    connection = config.connections.get(name)
+    if connection is None:
+        raise ValueError(f"binding {binding!r}: {side}.connection {name!r} is not in [connections]")
+    if connection.type not in types:
+        raise ValueError(
+            f"binding {binding!r}: {side}.connection {name!r} is of type {connection.type!r},"
+            f" which cannot be the {side} side (use {' or '.join(types)})"
+        )
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+def _location(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> str:
+    parts: list[str] = []
+    node: Any = raw
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(node, list) and item < len(node) and isinstance(node[item], dict):
+                name = node[item].get("name")
+                label += f" ({name})" if isinstance(name, str) else ""
+            parts.append(label)
+        elif item in ("sqlite", "rest") and parts and parts[0] == "connections":
+            continue  # the union member pydantic tried: not a key the user wrote
+        else:
+            parts.append(("." if parts else "") + str(item))
+        node = node[item] if isinstance(node, dict | list) and _has(node, item) else None
+    return "".join(parts) or "(top level)"
+
+
+def _has(node: Any, item: Any) -> bool:
+    if isinstance(node, dict):
+        return item in node
+    return isinstance(item, int) and item < len(node)
+
+
+def substitute(value: Any, *, path: str, environ: Mapping[str, str], secrets: set[str]) -> Any:
+    """Replace `${NAME}` in every string with the environment's value (`$$` is a `$`)."""
+    if isinstance(value, dict):
+        return {
+            k: substitute(v, path=f"{path}.{k}" if path else k, environ=environ, secrets=secrets)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            substitute(v, path=f"{path}[{i}]", environ=environ, secrets=secrets) for i, v in enumerate(value)
+        ]
+    if not isinstance(value, str):
+        return value
+
+    def replace(found: re.Match[str]) -> str:
+        name = found.group(1)
+        if name is None:
+            return "$"
+        if name not in environ:
+            raise ConfigError(f"{path}: environment variable {name} is not set")
+        if environ[name]:
+            secrets.add(environ[name])
+        return environ[name]
+
+    return _REFERENCE.sub(replace, value)
+
+
+def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> tuple[BindingsFile, set[str]]:
+    """The validated bindings file, and the set of values taken from `${...}` (to redact)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    secrets: set[str] = set()
+    try:
+        data = substitute(raw, path="", environ=os.environ if environ is None else environ, secrets=secrets)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
+        config = BindingsFile.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{_location(tuple(error['loc']), raw)}: {_message(error)}" for error in exc.errors()]
+        raise ConfigError(f"{path}: " + "; ".join(problems[:5])) from None
+    _resolve_paths(config, base=path.parent)
+    return config, secrets
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _resolve_paths(config: BindingsFile, *, base: Path) -> None:
+    """SQLite paths in the file are relative to the file, not to the working directory."""
+    for name, connection in list(config.connections.items()):
+        if isinstance(connection, SqliteConnectionConfig) and not Path(connection.path).is_absolute():
+            resolved = connection.model_copy(update={"path": str(base / connection.path)})
+            config.connections[name] = resolved

@@ -1,0 +1,88 @@
+"""`tandem run`: one root task group that owns every task of the process.
+
+Start-up opens the state, the connections and the change logs, binds the HTTP port,
+then starts each binding. The first SIGTERM or SIGINT stops intake, lets in-flight
+reconciles finish within TANDEM_SHUTDOWN_TIMEOUT, stops the HTTP server and closes
+the state; a second signal cancels at once.
+"""
+
+from __future__ import annotations
+
+import signal
+from contextlib import AsyncExitStack
+
+import anyio
+import structlog
+import uvicorn
+
+from daemon.config import BindingsFile
+from daemon.http import bind, build_app, serve
+from daemon.metrics import Metrics
+from daemon.settings import Settings
+from daemon.wiring import wire
+from reconcilers.controller import Controller, Timing
+from reconcilers.state import open_state
+
+log = structlog.get_logger(__name__)
+
+
+async def _watch_signals(stopping: anyio.Event, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for received in signals:
+            if stopping.is_set():
+                log.warning("daemon.forced_stop", signal=received.name)
+                scope.cancel()
+                return
+            log.info("daemon.stopping", signal=received.name)
+            stopping.set()
+
+
+async def run_daemon(settings: Settings, config: BindingsFile) -> None:
+    metrics = Metrics()
+    timing = Timing(
+        workers=settings.workers,
+        poll_interval=settings.poll_interval,
+        resync_interval=settings.resync_interval,
+        reconcile_timeout=settings.reconcile_timeout,
+    )
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(open_state(settings.state))
+        wired = await stack.enter_async_context(wire(config, observer=metrics.observe_request))
+        for binding in wired.bindings:
+            table = wired.app_tables[binding.name]
+            await table.check()
+            await table.install_changelog()
+        controllers = {
+            binding.name: Controller(binding, store, metrics.sync, timing=timing)
+            for binding in wired.bindings
+        }
+        sock = bind(settings.host, settings.port)
+        stack.callback(sock.close)
+        app = build_app(controllers=controllers, store=store, metrics=metrics)
+        stopping = anyio.Event()
+        signals = anyio.CancelScope()
+        async with anyio.create_task_group() as root:
+
+            async def watch_signals() -> None:
+                with signals:
+                    await _watch_signals(stopping, root.cancel_scope)
+
+            root.start_soon(watch_signals)
+            server: uvicorn.Server = await root.start(serve, app, sock)
+            log.info(
+                "daemon.started", http_addr=settings.http_addr, bindings=list(controllers),
+                state=str(settings.state),
+            )  # fmt: skip
+            async with anyio.create_task_group() as bindings:
+                for controller in controllers.values():
+                    bindings.start_soon(
+                        _run_binding, controller, stopping, settings.shutdown_timeout,
+                        name=f"binding:{controller.name}",
+                    )  # fmt: skip
+            server.should_exit = True  # the HTTP server drains and returns
+            signals.cancel()
+    log.info("daemon.stopped")
+
+
+async def _run_binding(controller: Controller, stopping: anyio.Event, timeout: float) -> None:
+    await controller.run(stopping=stopping, shutdown_timeout=timeout)

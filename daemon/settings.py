@@ -1,0 +1,95 @@
+"""Process settings, read once from TANDEM_* environment variables into a frozen object.
+
+Nothing reads the environment at import time; `load_settings()` is called by the CLI
+and the result passed down. A bad value is reported with the variable's name.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value tandem cannot use."""
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `2.5`, `250ms`, `30s`, `5m` or `1h`."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        found = _DURATION.match(str(value))
+        if not found:
+            raise ValueError(f"not a duration: {value!r} (seconds, or a number with ms, s, m or h)")
+        seconds = float(found.group(1)) * _UNITS[found.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be more than zero")
+    return seconds
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return value
+
+
+def _lower(value: object) -> object:
+    return value.strip().lower() or None if isinstance(value, str) else value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Settings(BaseSettings):
+    """The daemon's settings; each field is the TANDEM_ variable of the same name."""
+
+    model_config = SettingsConfigDict(env_prefix="TANDEM_", frozen=True, extra="ignore")
+
+    config: Path = Path("tandem.toml")
+    """The bindings file (TOML)."""
+    state: Path = Path("tandem-state.db")
+    """The state database (SQLite): links, cursors, conflicts, write intents."""
+    http_addr: Annotated[str, AfterValidator(_host_port)] = "127.0.0.1:8787"
+    """host:port the HTTP server (metrics, health, admin API) listens on."""
+    workers: Annotated[int, Field(ge=1, le=256)] = 8
+    """Concurrent reconciles per binding."""
+    poll_interval: Duration = 5.0
+    """Seconds between change-feed polls."""
+    resync_interval: Duration = 300.0
+    """Seconds between full resyncs."""
+    shutdown_timeout: Duration = 20.0
+    """Seconds to finish in-flight reconciles after SIGTERM."""
+    reconcile_timeout: Duration = 60.0
+    """Seconds one reconcile may take before it is abandoned and retried."""
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
+    log_format: Annotated[Literal["json", "console"] | None, BeforeValidator(_lower)] = None
+    """`json` or `console`; unset means console on a terminal and JSON elsewhere."""
+
+    @property
+    def host(self) -> str:
+        return self.http_addr.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.http_addr.rpartition(":")[2])
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (and explicit overrides, e.g. --config)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "TANDEM_" + str(error["loc"][0]).upper() if error["loc"] else "TANDEM_*"
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("; ".join(problems)) from None

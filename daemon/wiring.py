@@ -1,0 +1,140 @@
+"""Start-up wiring: the only place that turns configuration into concrete connectors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from connectors.base import Connection, RequestObserver, ignore_request
+from connectors.http import HttpSettings
+from connectors.pagination import Pagination, PaginationType
+from connectors.rest import ChangedSince, RestCollection, RestCollectionSpec, RestConnection
+from connectors.sqlite import SqliteConnection, SqliteTable, SqliteTableSpec
+from daemon.config import (
+    BindingConfig,
+    BindingsFile,
+    RestConnectionConfig,
+    SqliteConnectionConfig,
+)
+from reconcilers.canonical import FieldType
+from reconcilers.model import DeleteGuard, FieldMap, Policy
+from reconcilers.reconcile import Binding
+
+
+def policy_of(config: BindingConfig) -> Policy:
+    fields = tuple(
+        FieldMap(
+            name=name,
+            external=spec.external,
+            type=spec.type or FieldType.AUTO,
+            direction=spec.direction,
+        )
+        for name, spec in config.field_configs().items()
+    )
+    return Policy(
+        fields=fields,
+        match=tuple(config.match),
+        conflict=config.conflict,
+        creates=config.creates,
+        deletes=config.deletes,
+        delete_guard=DeleteGuard(
+            max_fraction=config.delete_guard.max_fraction, min_count=config.delete_guard.min_count
+        ),
+    )
+
+
+def make_connection(
+    name: str,
+    config: SqliteConnectionConfig | RestConnectionConfig,
+    *,
+    observer: RequestObserver = ignore_request,
+) -> SqliteConnection | RestConnection:
+    if isinstance(config, SqliteConnectionConfig):
+        return SqliteConnection(name, config.path, busy_timeout=config.busy_timeout)
+    settings = HttpSettings(
+        base_url=config.base_url,
+        headers=config.headers,
+        timeout=config.timeout,
+        retries=config.retries,
+        rate_limit=config.rate_limit,
+    )
+    return RestConnection(name, settings, observer=observer)
+
+
+@dataclass(frozen=True, slots=True)
+class Wired:
+    connections: dict[str, Connection]
+    bindings: list[Binding]
+    app_tables: dict[str, SqliteTable]
+
+
+def _app_table(connection: Connection, config: BindingConfig) -> SqliteTable:
+    assert isinstance(connection, SqliteConnection)
+    spec = SqliteTableSpec(table=config.app.table, id=config.app.id, columns=tuple(config.field_configs()))
+    return connection.collection(spec)
+
+
+def _external(connection: Connection, config: BindingConfig) -> RestCollection:
+    assert isinstance(connection, RestConnection)
+    ext = config.external
+    page = ext.pagination
+    pagination = (
+        Pagination(
+            type=page.type,
+            size_param=page.size_param,
+            size=page.size,
+            page_param=page.page_param,
+            start=page.start,
+            offset_param=page.offset_param,
+            cursor_param=page.cursor_param,
+            next_cursor=page.next_cursor,
+        )
+        if page is not None
+        else Pagination(type=PaginationType.NONE)
+    )
+    changed = ext.changed_since
+    spec = RestCollectionSpec(
+        path=ext.path,
+        id=ext.id,
+        records=ext.records,
+        record=ext.record,
+        pagination=pagination,
+        update_method=ext.update_method,
+        changed_since=ChangedSince(changed.param, changed.field) if changed else None,
+        lookup=ext.lookup,
+    )
+    return connection.collection(spec)
+
+
+@asynccontextmanager
+async def wire(
+    config: BindingsFile,
+    *,
+    observer: RequestObserver = ignore_request,
+    only: str | None = None,
+) -> AsyncIterator[Wired]:
+    """Open every connection the (selected) bindings use; close them all on exit."""
+    selected = [b for b in config.bindings if only is None or b.name == only]
+    used = {b.app.connection for b in selected} | {b.external.connection for b in selected}
+    async with AsyncExitStack() as stack:
+        connections: dict[str, Connection] = {}
+        for name in sorted(used):
+            connection = make_connection(name, config.connections[name], observer=observer)
+            await connection.open()
+            stack.push_async_callback(connection.aclose)
+            connections[name] = connection
+        bindings = []
+        app_tables = {}
+        for binding in selected:
+            table = _app_table(connections[binding.app.connection], binding)
+            app_tables[binding.name] = table
+            bindings.append(
+                Binding(
+                    name=binding.name,
+                    policy=policy_of(binding),
+                    app=table,
+                    external=_external(connections[binding.external.connection], binding),
+                )
+            )
+        yield Wired(connections, bindings, app_tables)

@@ -1,0 +1,263 @@
+"""One binding at run time: its work queue, its workers and the sources that feed them.
+
+Sources only put keys on the queue: the app change feed, the external changed-since
+feed where configured, and the periodic full resync (also run at start-up and on an
+operator's request). Workers take keys and run reconcile(key) under a timeout; one
+function decides what follows each result, as a controller does: success forgets the
+key's backoff, an error requeues it after its backoff (or the server's Retry-After),
+a requeue comes back after the delay it asked for.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import anyio
+import structlog
+
+from connectors.base import ConnectorError, Record, TransientError
+from reconcilers.metrics import SyncMetrics
+from reconcilers.model import Side
+from reconcilers.observe import Key, Observation
+from reconcilers.plan import Write
+from reconcilers.reconcile import Binding, Outcome, Reconciler, Result
+from reconcilers.resync import Observed, observe
+from reconcilers.state import BindingState, StateStore
+from reconcilers.workqueue import WorkQueue
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    workers: int = 8
+    poll_interval: float = 5.0
+    resync_interval: float = 300.0
+    reconcile_timeout: float = 60.0
+    gauge_interval: float = 5.0
+
+
+class Controller:
+    def __init__(self, binding: Binding, store: StateStore, metrics: SyncMetrics, *, timing: Timing) -> None:
+        self.binding = binding
+        self.name = binding.name
+        self.store = store
+        self.metrics = metrics
+        self.timing = timing
+        self.queue: WorkQueue[Key] = WorkQueue(observer=metrics.queue_observer(binding.name))
+        self.reconciler = Reconciler(binding, store, on_write=self._count_write)
+        self.started = False
+        self._resync_wake = anyio.Event()
+        self._resync_lock = anyio.Lock()
+        self._allow_deletes = False
+        self._retry_parked = False
+        self._active = metrics.active_workers.labels(self.name)
+
+    # --- intake ------------------------------------------------------------------
+
+    def enqueue(self, key: Key, observed: Record | None = None) -> None:
+        """A source says this key changed; what it saw (if anything) replaces older sightings."""
+        if observed is not None:
+            self.reconciler.observations[key] = Observation(observed)
+        else:
+            self.reconciler.forget_observation(key)
+        self.queue.add(key)
+
+    def request_resync(self, *, allow_deletes: bool = False) -> None:
+        """An operator asks for a resync now (which also retries parked records)."""
+        self._allow_deletes = self._allow_deletes or allow_deletes
+        self._retry_parked = True
+        self._resync_wake.set()
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def run(self, *, stopping: anyio.Event, shutdown_timeout: float) -> None:
+        """Run until `stopping` is set, then finish in-flight work within the timeout."""
+        async with anyio.create_task_group() as workers:
+            async with anyio.create_task_group() as sources:
+                sources.start_soon(self.queue.run_delays)
+                for link in await self.store.pending(self.name):
+                    key_side = Side.APP if link.app_id is not None else Side.EXTERNAL
+                    record_id = link.app_id if key_side is Side.APP else link.external_id
+                    if record_id is not None:
+                        self.queue.add((key_side, record_id))
+                for number in range(self.timing.workers):
+                    workers.start_soon(self._worker, name=f"{self.name}:worker:{number}")
+                sources.start_soon(self._resync_loop, name=f"{self.name}:resync")
+                for side in Side:
+                    if self.binding.side(side).capabilities.change_feed:
+                        sources.start_soon(self._feed_loop, side, name=f"{self.name}:feed:{side}")
+                sources.start_soon(self._gauge_loop, name=f"{self.name}:gauges")
+                self.started = True
+                await stopping.wait()
+                self.started = False
+                sources.cancel_scope.cancel()
+            self.queue.shut_down()  # workers finish the key in hand and return
+            workers.cancel_scope.deadline = anyio.current_time() + shutdown_timeout
+        if workers.cancel_scope.cancelled_caught:
+            log.warning("binding.shutdown_timeout", binding=self.name)
+
+    # --- workers -----------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while (key := await self.queue.get()) is not None:
+            self._active.inc()
+            started = time.perf_counter()
+            try:
+                result = await self._reconcile(key)
+            finally:
+                self._active.dec()
+                self.queue.done(key)
+            self._settle(key, result, seconds=time.perf_counter() - started)
+
+    async def _reconcile(self, key: Key) -> Result | BaseException:
+        try:
+            with anyio.fail_after(self.timing.reconcile_timeout):
+                return await self.reconciler.reconcile(key)
+        except TimeoutError:
+            return TransientError(f"reconcile timed out after {self.timing.reconcile_timeout}s")
+        except ConnectorError as exc:
+            return exc
+        except Exception as exc:  # unknown faults count as transient, with a traceback
+            log.exception("reconcile.crashed", binding=self.name, side=key[0].value, id=key[1])
+            return exc
+
+    def _settle(self, key: Key, result: Result | BaseException, *, seconds: float) -> None:
+        """The one place that decides what happens to a key after its reconcile."""
+        self.metrics.reconcile_duration.labels(self.name).observe(seconds)
+        fields: dict[str, object] = {
+            "binding": self.name,
+            "side": key[0].value,
+            "id": key[1],
+            "duration_ms": round(seconds * 1000, 2),
+        }
+        if isinstance(result, BaseException):
+            retry_after = getattr(result, "retry_after", None) or 0.0
+            delay = self.queue.add_rate_limited(key, at_least=retry_after)
+            self._count("error")
+            log.warning(
+                "reconcile.done", result="error", error=str(result) or type(result).__name__,
+                retry_in_s=round(delay, 3), **fields,
+            )  # fmt: skip
+            return
+        self._count(result.outcome.value)
+        for _ in result.conflicts:
+            self.metrics.conflicts.labels(self.name).inc()
+        fields |= {"app_id": result.app_id, "external_id": result.external_id, "action": result.action}
+        if result.outcome is Outcome.REQUEUE:
+            self.queue.add_after(key, result.requeue_after or 0.0)
+            log.debug("reconcile.done", result="requeue", error=result.error, **fields)
+            return
+        self.queue.forget(key)
+        if result.outcome is Outcome.ERROR:
+            log.warning("reconcile.done", result="error", error=result.error, **fields)
+        elif result.writes or result.conflicts:
+            writes = [f"{w.op.value}:{w.side.value}" for w in result.writes]
+            log.info("reconcile.done", result="success", writes=writes, **fields)
+        else:
+            log.debug("reconcile.done", result="success", **fields)
+
+    def _count(self, result: str) -> None:
+        self.metrics.reconcile_total.labels(self.name, result).inc()
+        if result == "error":
+            self.metrics.reconcile_errors.labels(self.name).inc()
+
+    def _count_write(self, write: Write) -> None:
+        self.metrics.writes.labels(self.name, write.side.value, write.op.value).inc()
+
+    # --- sources -----------------------------------------------------------------
+
+    async def _resync_loop(self) -> None:
+        while True:
+            allow, self._allow_deletes = self._allow_deletes, False
+            retry, self._retry_parked = self._retry_parked, False
+            try:
+                await self.resync(allow_deletes=allow, retry_parked=retry)
+            except ConnectorError as exc:
+                log.warning("resync.failed", binding=self.name, error=str(exc))
+            with anyio.move_on_after(self.timing.resync_interval):
+                await self._resync_wake.wait()
+            self._resync_wake = anyio.Event()
+
+    async def resync(self, *, allow_deletes: bool = False, retry_parked: bool = False) -> Observed:
+        async with self._resync_lock:
+            started = time.perf_counter()
+            if retry_parked:
+                await self.store.retry_parked(self.name)
+            observed = await observe(
+                name=self.name,
+                app=self.binding.app,
+                external=self.binding.external,
+                store=self.store,
+                policy=self.binding.policy,
+                allow_deletes=allow_deletes,
+            )
+            for key, observation in observed.work.observations.items():
+                self.reconciler.observations[key] = observation
+            for key in observed.work.keys:
+                self.queue.add(key)
+            await self._record_resync(observed, seconds=time.perf_counter() - started)
+            return observed
+
+    async def _record_resync(self, observed: Observed, *, seconds: float) -> None:
+        now = time.time()
+        previous = await self.store.binding_state(self.name)
+        blocked = len(observed.blocked)
+        if blocked:
+            self.metrics.deletes_blocked.labels(self.name).inc()
+            log.warning(
+                "resync.deletes_blocked", binding=self.name, deletes=blocked, links=observed.links,
+                hint=f"tandem resync --binding {self.name} --allow-deletes",
+            )  # fmt: skip
+        result = "complete" if observed.complete else "incomplete"
+        await self.store.set_binding_state(
+            self.name,
+            BindingState(
+                deletes_blocked=blocked,
+                blocked_at=(previous.blocked_at or now) if blocked else None,
+                last_resync_at=now if observed.complete else previous.last_resync_at,
+                last_resync_result=result,
+            ),
+        )
+        if observed.complete:
+            self.metrics.last_resync.labels(self.name).set(now)
+        log.info(
+            "resync.done", binding=self.name, result=result, app_records=len(observed.app.records),
+            external_records=len(observed.external.records), enqueued=len(observed.work.keys),
+            unchanged=observed.work.unchanged, deletes=len(observed.work.deletions),
+            deletes_blocked=blocked, duration_ms=round(seconds * 1000, 1),
+        )  # fmt: skip
+
+    async def _feed_loop(self, side: Side) -> None:
+        collection = self.binding.side(side)
+        source = f"{side.value}-changes"
+        cursor = await self.store.cursor(self.name, source)
+        while True:
+            try:
+                batch = await collection.changes(cursor)
+            except ConnectorError as exc:
+                log.warning("feed.failed", binding=self.name, side=side.value, error=str(exc))
+                await anyio.sleep(self.timing.poll_interval)
+                continue
+            seen = {record.id: record for record in batch.records}
+            for record_id in batch.ids:
+                self.enqueue((side, record_id), seen.get(record_id))
+            if batch.cursor != cursor:
+                await self.store.set_cursor(self.name, source, batch.cursor)
+                cursor = batch.cursor
+            if not batch.more:
+                await anyio.sleep(self.timing.poll_interval)
+
+    async def _gauge_loop(self) -> None:
+        while True:
+            await self.refresh_gauges()
+            await anyio.sleep(self.timing.gauge_interval)
+
+    async def refresh_gauges(self) -> None:
+        counts = await self.store.counts(self.name)
+        for state in ("synced", "pending", "error", "conflict", "deleted"):
+            self.metrics.links.labels(self.name, state).set(counts.get(state, 0))
+        total, longest = self.queue.unfinished_seconds()
+        self.metrics.unfinished.labels(self.name).set(total)
+        self.metrics.longest.labels(self.name).set(longest)

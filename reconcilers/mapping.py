@@ -1,0 +1,106 @@
+"""Mapping between native records and mapped values, both ways, without I/O.
+
+A record read from either side becomes a dict keyed by app field name holding
+canonical values (its *view*); a set of mapped values to write becomes the native
+fields of the side it goes to. External field names may be dotted paths into
+nested objects (`fields.Name`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.base import JSONValue, Record
+from reconcilers.canonical import Canon, CoercionError, canonical, fingerprint
+from reconcilers.model import FieldMap, Policy, Side, Values
+
+
+@dataclass(frozen=True, slots=True)
+class MappingError(ValueError):
+    """A record's field could not be read as its declared type."""
+
+    side: Side
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.side.value} field {self.field!r}: {self.reason}"
+
+
+def read_path(fields: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = fields
+    for part in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def view(record: Record, side: Side, policy: Policy) -> dict[str, Canon]:
+    """The canonical mapped values of a record from `side`."""
+    result: dict[str, Canon] = {}
+    for item in policy.fields:
+        raw = (
+            record.fields.get(item.name) if side is Side.APP else read_path(record.fields, item.external_path)
+        )
+        try:
+            result[item.name] = canonical(raw, item.type)
+        except CoercionError as exc:
+            name = item.name if side is Side.APP else item.external
+            raise MappingError(side, name, str(exc)) from exc
+    return result
+
+
+def writable(values: Values, to: Side, policy: Policy) -> dict[str, Canon]:
+    """Only the values whose field direction allows writing them to `to`."""
+    return {
+        item.name: values[item.name]
+        for item in policy.fields
+        if item.name in values and item.direction.allows(to)
+    }
+
+
+def native(values: Values, to: Side, policy: Policy) -> dict[str, JSONValue]:
+    """Mapped values as the native fields of `to` (nested for dotted external paths)."""
+    if to is Side.APP:
+        return dict(values)
+    result: dict[str, Any] = {}
+    for name, value in values.items():
+        *parents, leaf = policy.field(name).external_path
+        target = result
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return result
+
+
+def match_values(values: Values, policy: Policy, on: Side) -> dict[str, JSONValue]:
+    """The `match` fields of a record, keyed by the native names of side `on`."""
+    return {_native_name(policy.field(name), on): values[name] for name in policy.match}
+
+
+def match_key(values: Values, policy: Policy) -> str | None:
+    """A hashable key of the match fields; None when any is empty (nothing to pair on)."""
+    picked = {name: values.get(name) for name in policy.match}
+    if not picked or any(value in (None, "") for value in picked.values()):
+        return None
+    return fingerprint(picked)
+
+
+def matching(candidates: Iterable[Record], want: Values, side: Side, policy: Policy) -> list[Record]:
+    """Candidates (from `side`) whose match fields equal `want`'s, compared canonically."""
+    key = match_key(want, policy)
+    found = []
+    for record in candidates:
+        try:
+            if key is not None and match_key(view(record, side, policy), policy) == key:
+                found.append(record)
+        except MappingError:
+            continue  # a record that cannot be read cannot be a match
+    return found
+
+
+def _native_name(item: FieldMap, side: Side) -> str:
+    return item.name if side is Side.APP else item.external

@@ -1,0 +1,135 @@
+"""The nouns of a binding: sides, policies, field maps, links and the plan's writes."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from connectors.base import RecordId
+from reconcilers.canonical import Canon, FieldType
+
+
+class Side(enum.StrEnum):
+    APP = "app"
+    EXTERNAL = "external"
+
+    @property
+    def other(self) -> Side:
+        return Side.EXTERNAL if self is Side.APP else Side.APP
+
+
+class Op(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class Direction(enum.StrEnum):
+    """Which way a field's values may flow."""
+
+    BOTH = "both"
+    TO_APP = "to-app"
+    TO_EXTERNAL = "to-external"
+
+    def allows(self, side: Side) -> bool:
+        """May values be written to `side`?"""
+        return self is Direction.BOTH or self.value == f"to-{side.value}"
+
+
+class Flow(enum.StrEnum):
+    """Which way creates or deletes propagate."""
+
+    BOTH = "both"
+    TO_APP = "to-app"
+    TO_EXTERNAL = "to-external"
+    NONE = "none"
+
+    def allows(self, side: Side) -> bool:
+        """May a create or delete be carried out on `side`?"""
+        return self is Flow.BOTH or self.value == f"to-{side.value}"
+
+
+class ConflictPolicy(enum.StrEnum):
+    APP_WINS = "app-wins"
+    EXTERNAL_WINS = "external-wins"
+
+    @property
+    def winner(self) -> Side:
+        return Side.APP if self is ConflictPolicy.APP_WINS else Side.EXTERNAL
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMap:
+    """One mapped field: the app column `name` and the external field path `external`."""
+
+    name: str
+    external: str
+    type: FieldType = FieldType.AUTO
+    direction: Direction = Direction.BOTH
+
+    @property
+    def external_path(self) -> tuple[str, ...]:
+        return tuple(self.external.split("."))
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteGuard:
+    """A resync deleting more than both `max_fraction` of the links and `min_count` waits."""
+
+    max_fraction: float = 0.25
+    min_count: int = 20
+
+    def blocks(self, deletes: int, links: int) -> bool:
+        return deletes > self.min_count and deletes > self.max_fraction * links
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Everything the pure decision needs to know about a binding."""
+
+    fields: tuple[FieldMap, ...]
+    match: tuple[str, ...] = ()
+    conflict: ConflictPolicy = ConflictPolicy.APP_WINS
+    creates: Flow = Flow.BOTH
+    deletes: Flow = Flow.BOTH
+    delete_guard: DeleteGuard = field(default_factory=DeleteGuard)
+
+    def field(self, name: str) -> FieldMap:
+        for item in self.fields:
+            if item.name == name:
+                return item
+        raise KeyError(name)
+
+
+Values = Mapping[str, Canon]
+"""Mapped values: app field name → canonical value."""
+
+
+class LinkState(enum.StrEnum):
+    SYNCED = "synced"
+    PENDING = "pending"  # a create is under way: a write intent
+    ERROR = "error"  # parked: one side refused the record
+    CONFLICT = "conflict"  # the last sync resolved a conflict (kept for status)
+    DELETED = "deleted"  # one side is gone and `deletes` keeps the other
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """The pairing of an app record with its external twin, and their last agreement.
+
+    Either id may be None while a create is pending or a parked record has no twin yet.
+    """
+
+    row: int
+    binding: str
+    app_id: RecordId | None
+    external_id: RecordId | None
+    state: LinkState
+    base: dict[str, Canon] | None = None
+    error: str | None = None
+    failed_fingerprint: str | None = None
+    intent_side: Side | None = None
+    intent_values: dict[str, Canon] | None = None
+    synced_at: float | None = None
+    updated_at: float | None = None

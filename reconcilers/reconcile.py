@@ -1,0 +1,478 @@
+"""reconcile(key): observe both sides and the link, plan, carry the plan out.
+
+A key only says which record to look at. Both sides are read now (or taken from a
+listing the resync made moments ago), the pure `plan` decides, and the writes go
+through the connectors. Before any create a write intent is stored, so a crash
+between the remote create and the link write is settled by a lookup, never by a
+second create. A record one side refuses is parked with its error and retried only
+when it changes or an operator asks.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+
+from connectors.base import (
+    Collection,
+    ConflictError,
+    NotFoundError,
+    PermanentError,
+    Record,
+    RecordId,
+)
+from reconcilers.canonical import Canon
+from reconcilers.mapping import MappingError, match_values, matching, native, view, writable
+from reconcilers.model import Link, LinkState, Op, Policy, Side
+from reconcilers.observe import Key, Observation
+from reconcilers.plan import FieldConflict, LinkChange, Plan, Write, plan
+from reconcilers.state import LinkTaken, StateStore
+
+PENDING_RECHECK = 0.05
+"""How soon to look again at a record that may be the fruit of a create still in flight."""
+
+INTENT_WINDOW = 30.0
+"""An intent younger than this may be a create in flight right now (longer than a
+request's timeout with its retries); an older one is settled by its own key."""
+
+
+class Outcome(enum.StrEnum):
+    SUCCESS = "success"
+    ERROR = "error"
+    REQUEUE = "requeue"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: Outcome
+    action: str
+    app_id: RecordId | None = None
+    external_id: RecordId | None = None
+    error: str | None = None
+    requeue_after: float | None = None
+    writes: tuple[Write, ...] = ()
+    conflicts: tuple[FieldConflict, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A binding at run time: its policy and the two collections it keeps in sync."""
+
+    name: str
+    policy: Policy
+    app: Collection
+    external: Collection
+
+    def side(self, side: Side) -> Collection:
+        return self.app if side is Side.APP else self.external
+
+
+def parked_fingerprint(app: Record | None, external: Record | None) -> str:
+    """What a parked record looked like, to retry it only once it changes."""
+    return json.dumps(
+        {
+            "app": dict(app.fields) if app else None,
+            "external": dict(external.fields) if external else None,
+        },
+        sort_keys=True,
+        default=str,
+    )
+
+
+@dataclass(slots=True)
+class _Scene:
+    """Everything observed for one reconcile."""
+
+    link: Link | None
+    app: Record | None = None
+    external: Record | None = None
+    writes: list[Write] = field(default_factory=list)
+
+    def record(self, side: Side) -> Record | None:
+        return self.app if side is Side.APP else self.external
+
+    def set(self, side: Side, record: Record | None) -> None:
+        if side is Side.APP:
+            self.app = record
+        else:
+            self.external = record
+
+    def id(self, side: Side) -> RecordId | None:
+        record = self.record(side)
+        if record is not None:
+            return record.id
+        if self.link is None:
+            return None
+        return self.link.app_id if side is Side.APP else self.link.external_id
+
+
+class _PairLocks:
+    """One lock per link row, so the two keys of one pair never reconcile at once."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, tuple[anyio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, row: int) -> AsyncIterator[None]:
+        lock, users = self._locks.get(row, (anyio.Lock(), 0))
+        self._locks[row] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[row]
+            if users == 1:
+                del self._locks[row]
+            else:
+                self._locks[row] = (lock, users - 1)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        binding: Binding,
+        store: StateStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_write: Callable[[Write], None] = lambda write: None,
+    ) -> None:
+        self.binding = binding
+        self.store = store
+        self._clock = clock
+        self._on_write = on_write
+        self._locks = _PairLocks()
+        self.observations: dict[Key, Observation] = {}
+
+    @property
+    def policy(self) -> Policy:
+        return self.binding.policy
+
+    def forget_observation(self, key: Key) -> None:
+        self.observations.pop(key, None)
+
+    async def reconcile(self, key: Key) -> Result:
+        side, record_id = key
+        link = await self.store.link_for(self.binding.name, side, record_id)
+        if link is None:
+            return await self._observe_and_apply(key, None)
+        async with self._locks.hold(link.row):
+            fresh = await self.store.link_by_row(link.row)
+            if fresh is None:
+                return Result(Outcome.REQUEUE, "link-changed", requeue_after=0)
+            return await self._observe_and_apply(key, fresh)
+
+    # --- observe -----------------------------------------------------------------
+
+    async def _observe_and_apply(self, key: Key, link: Link | None) -> Result:
+        scene = _Scene(link)
+        twin_hint: Observation | None = None
+        for side in Side:
+            record_id = key[1] if side is key[0] else scene.id(side)
+            if record_id is None:
+                continue
+            observed = self.observations.pop((side, record_id), None)
+            if observed is not None:
+                scene.set(side, observed.record)
+                if observed.twin_known:
+                    twin_hint = observed
+            else:
+                scene.set(side, await self.binding.side(side).get(record_id))
+
+        if link is not None and link.state is LinkState.PENDING:
+            return await self._settle_intent(link, scene)
+        unchanged = parked_fingerprint(scene.app, scene.external)
+        if link is not None and link.state is LinkState.ERROR and link.failed_fingerprint == unchanged:
+            return self._result(Outcome.SUCCESS, "parked-unchanged", scene)
+        fully_linked = link is not None and link.app_id is not None and link.external_id is not None
+        if not fully_linked:
+            source_side = key[0]
+            source = scene.record(source_side)
+            if source is None:
+                if link is not None:
+                    await self.store.drop(link.row)  # a parked half link whose record is gone
+                return self._result(Outcome.SUCCESS, "gone", scene)
+            try:
+                twin = await self._lookup_twin(source, source_side, twin_hint)
+            except _Ambiguous as exc:
+                return await self._park(scene, str(exc))
+            if twin is None:
+                waiting = await self._create_in_flight(source, source_side)
+                if waiting is not None:
+                    return waiting
+            scene.set(source_side.other, twin)
+        try:
+            app_values = view(scene.app, Side.APP, self.policy) if scene.app else None
+            ext_values = view(scene.external, Side.EXTERNAL, self.policy) if scene.external else None
+        except MappingError as exc:
+            return await self._park(scene, str(exc))
+        decided = plan(
+            app=app_values,
+            external=ext_values,
+            base=link.base if fully_linked and link else None,
+            linked=fully_linked,
+            policy=self.policy,
+        )
+        return await self._apply(decided, scene)
+
+    async def _lookup_twin(self, source: Record, side: Side, hint: Observation | None) -> Record | None:
+        """The unlinked record on the other side that this one is, by its match fields."""
+        if not self.policy.match:
+            return None
+        if hint is not None and hint.record.id == source.id:
+            return hint.twin  # the resync compared complete listings moments ago
+        try:
+            values = view(source, side, self.policy)
+        except MappingError:
+            return None  # parked by the mapping step that follows
+        other = side.other
+        found = await self.binding.side(other).find(match_values(values, self.policy, other))
+        candidates = []
+        for record in matching(found, values, other, self.policy):
+            if await self.store.link_for(self.binding.name, other, record.id) is None:
+                candidates.append(record)
+        if len(candidates) > 1:
+            ids = ", ".join(sorted(str(c.id) for c in candidates)[:5])
+            raise _Ambiguous(
+                f"{len(candidates)} {other.value} records match on {', '.join(self.policy.match)}"
+                f" ({ids}); pair one with PUT /api/bindings/{self.binding.name}/links"
+            )
+        return candidates[0] if candidates else None
+
+    async def _create_in_flight(self, record: Record, side: Side) -> Result | None:
+        """Wait if this record may be the product of one of our own creates under way.
+
+        The intents are read first: once none that could have made this record is
+        pending, any create that did make it has stored its link, so the second look
+        finds it.
+        """
+        now = self._clock()
+        for intent in await self.store.pending(self.binding.name, side=side):
+            recent = intent.updated_at is not None and now - intent.updated_at < INTENT_WINDOW
+            if recent or self._looks_like(record, side, intent.intent_values or {}):
+                return Result(Outcome.REQUEUE, "create-in-flight", requeue_after=PENDING_RECHECK)
+        if await self.store.link_for(self.binding.name, side, record.id) is not None:
+            return Result(Outcome.REQUEUE, "linked-meanwhile", requeue_after=0)
+        return None
+
+    def _looks_like(self, record: Record, side: Side, values: dict[str, Canon]) -> bool:
+        """Could `record` be the one a create of `values` made? (Match fields, or all.)"""
+        try:
+            seen = view(record, side, self.policy)
+        except MappingError:
+            return False
+        if self.policy.match:
+            return bool(matching([record], values, side, self.policy))
+        return all(seen.get(name) == value for name, value in values.items())
+
+    # --- apply -------------------------------------------------------------------
+
+    async def _apply(self, decided: Plan, scene: _Scene) -> Result:
+        if decided.is_noop:
+            return self._result(Outcome.SUCCESS, decided.reason, scene)
+        row = scene.link.row if scene.link else None
+        try:
+            for write in decided.writes:
+                row = await self._write(write, scene, row=row)
+        except (PermanentError, MappingError) as exc:
+            return await self._park(scene, str(exc), row=row)
+        except (NotFoundError, ConflictError) as exc:
+            # The record changed or went away under us: observe again and re-plan.
+            return self._result(Outcome.REQUEUE, "re-observe", scene, error=str(exc), after=0.0)
+        except LinkTaken:
+            return self._result(Outcome.REQUEUE, "linked-meanwhile", scene, after=0.0)
+        now = self._clock()
+        app_id, ext_id = scene.id(Side.APP), scene.id(Side.EXTERNAL)
+        try:
+            await self._update_link(
+                decided,
+                row=row,
+                app_id=app_id,
+                ext_id=ext_id,
+                now=now,
+                previous_base=scene.link.base if scene.link else None,
+            )
+        except LinkTaken:
+            return self._result(Outcome.REQUEUE, "linked-meanwhile", scene, after=0.0)
+        for conflict in decided.conflicts:
+            await self.store.record_conflict(
+                self.binding.name, app_id=app_id, external_id=ext_id, conflict=conflict, now=now
+            )
+        return self._result(Outcome.SUCCESS, decided.reason, scene, conflicts=decided.conflicts)
+
+    async def _write(self, write: Write, scene: _Scene, *, row: int | None) -> int | None:
+        collection = self.binding.side(write.side)
+        fields = native(write.values, write.side, self.policy)
+        if write.op is Op.CREATE:
+            row = await self._record_intent(write, scene, row=row)
+            created = await collection.create(fields)
+            scene.set(write.side, created)
+        elif write.op is Op.UPDATE:
+            record_id = scene.id(write.side)
+            assert record_id is not None
+            current = scene.record(write.side)
+            updated = await collection.update(record_id, fields, current=current)
+            if updated is not None:
+                scene.set(write.side, updated)
+        else:
+            record_id = scene.id(write.side)
+            assert record_id is not None
+            await collection.delete(record_id)
+            scene.set(write.side, None)
+        scene.writes.append(write)
+        self._on_write(write)
+        return row
+
+    async def _record_intent(self, write: Write, scene: _Scene, *, row: int | None) -> int:
+        now = self._clock()
+        if row is not None:
+            await self.store.mark_pending(row, side=write.side, values=write.values, now=now)
+            return row
+        other = write.side.other
+        return await self.store.insert_link(
+            self.binding.name,
+            app_id=scene.id(Side.APP) if other is Side.APP else None,
+            external_id=scene.id(Side.EXTERNAL) if other is Side.EXTERNAL else None,
+            state=LinkState.PENDING,
+            now=now,
+            intent_side=write.side,
+            intent_values=write.values,
+        )
+
+    async def _update_link(
+        self,
+        decided: Plan,
+        *,
+        row: int | None,
+        app_id: RecordId | None,
+        ext_id: RecordId | None,
+        now: float,
+        previous_base: dict[str, Canon] | None,
+    ) -> None:
+        state = LinkState.CONFLICT if decided.conflicts else LinkState.SYNCED
+        match decided.link:
+            case LinkChange.DROP:
+                if row is not None:
+                    await self.store.drop(row)
+            case LinkChange.TOMBSTONE:
+                base = previous_base
+                if row is not None:
+                    await self.store.settle(
+                        row, app_id=app_id, external_id=ext_id, state=LinkState.DELETED,
+                        base=base, now=now,
+                    )  # fmt: skip
+            case LinkChange.SAVE if row is None:
+                await self.store.insert_link(
+                    self.binding.name, app_id=app_id, external_id=ext_id, state=state,
+                    base=decided.base, now=now,
+                )  # fmt: skip
+            case LinkChange.SAVE:
+                assert row is not None
+                await self.store.settle(
+                    row, app_id=app_id, external_id=ext_id, state=state, base=decided.base, now=now
+                )
+            case LinkChange.KEEP:
+                pass
+
+    # --- write intents -----------------------------------------------------------
+
+    async def _settle_intent(self, link: Link, scene: _Scene) -> Result:
+        """A create was recorded but never confirmed: find out whether it happened."""
+        side = link.intent_side
+        values = link.intent_values or {}
+        assert side is not None
+        collection = self.binding.side(side)
+        if self.policy.match:
+            query = match_values(values, self.policy, side)
+        else:
+            query = native(writable(values, side, self.policy), side, self.policy)
+        found = await collection.find(query)
+        candidates = [
+            record
+            for record in found
+            if self._looks_like(record, side, values)
+            and await self.store.link_for(self.binding.name, side, record.id) is None
+        ]
+        now = self._clock()
+        app_id = link.app_id if side is Side.EXTERNAL else None
+        ext_id = link.external_id if side is Side.APP else None
+        if len(candidates) == 1:
+            found_id = candidates[0].id
+            await self.store.settle(
+                link.row,
+                app_id=app_id if side is Side.EXTERNAL else found_id,
+                external_id=ext_id if side is Side.APP else found_id,
+                state=LinkState.SYNCED,
+                base=dict(values),
+                now=now,
+            )
+            return self._result(Outcome.REQUEUE, "intent-found", scene, after=0.0)
+        if len(candidates) > 1:
+            message = (
+                f"an interrupted create left {len(candidates)} {side.value} records that look"
+                f" like it; pair the right one with PUT /api/bindings/{self.binding.name}/links"
+            )
+            await self.store.park(link.row, error=message, failed_fingerprint=None, now=now)
+            return self._result(Outcome.ERROR, "intent-ambiguous", scene, error=message)
+        # The create never happened: forget the intent and decide afresh.
+        if link.app_id is not None and link.external_id is not None:
+            await self.store.settle(
+                link.row, app_id=link.app_id, external_id=link.external_id,
+                state=LinkState.SYNCED, base=link.base, now=now,
+            )  # fmt: skip
+        else:
+            await self.store.drop(link.row)
+        return self._result(Outcome.REQUEUE, "intent-absent", scene, after=0.0)
+
+    # --- parking -----------------------------------------------------------------
+
+    async def _park(self, scene: _Scene, error: str, *, row: int | None = None) -> Result:
+        now = self._clock()
+        fp = parked_fingerprint(scene.app, scene.external)
+        row = row if row is not None else (scene.link.row if scene.link else None)
+        if row is None:
+            try:
+                await self.store.insert_link(
+                    self.binding.name,
+                    app_id=scene.id(Side.APP),
+                    external_id=scene.id(Side.EXTERNAL),
+                    state=LinkState.ERROR,
+                    now=now,
+                    error=error,
+                    failed_fingerprint=fp,
+                )
+            except LinkTaken:
+                return self._result(Outcome.REQUEUE, "linked-meanwhile", scene, after=0.0)
+        else:
+            await self.store.park(row, error=error, failed_fingerprint=fp, now=now)
+        return self._result(Outcome.ERROR, "parked", scene, error=error)
+
+    def _result(
+        self,
+        outcome: Outcome,
+        action: str,
+        scene: _Scene,
+        *,
+        error: str | None = None,
+        after: float | None = None,
+        conflicts: tuple[FieldConflict, ...] = (),
+    ) -> Result:
+        return Result(
+            outcome,
+            action,
+            app_id=scene.id(Side.APP),
+            external_id=scene.id(Side.EXTERNAL),
+            error=error,
+            requeue_after=after,
+            writes=tuple(scene.writes),
+            conflicts=conflicts,
+        )
+
+
+class _Ambiguous(Exception):
+    """More than one unlinked record on the other side matches."""

@@ -1,0 +1,347 @@
+"""The state database: links with their base, parked errors, conflicts, cursors, intents.
+
+One SQLite file in WAL mode, written through one connection in autocommit mode, so
+every statement is its own durable transaction and a SIGKILL at any point leaves a
+consistent file. Unique indexes on (binding, app_id) and (binding, external_id) make
+a second link for one record impossible, whatever the interleaving of workers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from connectors.base import RecordId
+from reconcilers.canonical import Canon, fingerprint
+from reconcilers.migrations import SCHEMA_VERSION, StateError, migrate
+from reconcilers.model import Link, LinkState, Side
+from reconcilers.plan import FieldConflict
+
+
+class LinkTaken(Exception):
+    """Another link already holds this app or external id."""
+
+
+@dataclass(frozen=True, slots=True)
+class BindingState:
+    deletes_blocked: int = 0
+    blocked_at: float | None = None
+    last_resync_at: float | None = None
+    last_resync_result: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDigest:
+    """What a resync needs of a link: ids, state and the base as stored text."""
+
+    row: int
+    app_id: RecordId | None
+    external_id: RecordId | None
+    state: LinkState
+    base: str | None
+
+
+_LINK_COLUMNS = (
+    "row, binding, app_id, external_id, state, base, error, failed_fingerprint,"
+    " intent_side, intent_values, synced_at, updated_at"
+)
+
+
+def _to_link(row: Sequence[Any]) -> Link:
+    return Link(
+        row=row[0],
+        binding=row[1],
+        app_id=RecordId(row[2]) if row[2] is not None else None,
+        external_id=RecordId(row[3]) if row[3] is not None else None,
+        state=LinkState(row[4]),
+        base=json.loads(row[5]) if row[5] is not None else None,
+        error=row[6],
+        failed_fingerprint=row[7],
+        intent_side=Side(row[8]) if row[8] is not None else None,
+        intent_values=json.loads(row[9]) if row[9] is not None else None,
+        synced_at=row[10],
+        updated_at=row[11],
+    )
+
+
+def _json(values: dict[str, Canon] | None) -> str | None:
+    return fingerprint(values) if values is not None else None
+
+
+class StateStore:
+    def __init__(self, db: aiosqlite.Connection, *, read_only: bool) -> None:
+        self._db = db
+        self.read_only = read_only
+
+    # --- links -------------------------------------------------------------------
+
+    async def link_for(self, binding: str, side: Side, record_id: RecordId) -> Link | None:
+        column = "app_id" if side is Side.APP else "external_id"
+        sql = f"SELECT {_LINK_COLUMNS} FROM links WHERE binding = ? AND {column} = ?"
+        async with self._db.execute(sql, (binding, record_id)) as cursor:
+            row = await cursor.fetchone()
+        return _to_link(row) if row else None
+
+    async def link_by_row(self, row: int) -> Link | None:
+        sql = f"SELECT {_LINK_COLUMNS} FROM links WHERE row = ?"
+        async with self._db.execute(sql, (row,)) as cursor:
+            found = await cursor.fetchone()
+        return _to_link(found) if found else None
+
+    async def insert_link(
+        self,
+        binding: str,
+        *,
+        app_id: RecordId | None,
+        external_id: RecordId | None,
+        state: LinkState,
+        now: float,
+        base: dict[str, Canon] | None = None,
+        error: str | None = None,
+        failed_fingerprint: str | None = None,
+        intent_side: Side | None = None,
+        intent_values: dict[str, Canon] | None = None,
+    ) -> int:
+        """A new link; raises LinkTaken when either id is linked already."""
+        sql = (
+            "INSERT INTO links (binding, app_id, external_id, state, base, error,"
+            " failed_fingerprint, intent_side, intent_values, synced_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        synced_at = now if state is LinkState.SYNCED else None
+        params = (
+            binding,
+            app_id,
+            external_id,
+            state.value,
+            _json(base),
+            error,
+            failed_fingerprint,
+            intent_side.value if intent_side else None,
+            _json(intent_values),
+            synced_at,
+            now,
+        )
+        try:
+            async with self._db.execute(sql, params) as cursor:
+                row = cursor.lastrowid
+        except sqlite3.IntegrityError as exc:
+            raise LinkTaken(f"{binding}: app id {app_id!r} or external id {external_id!r} is linked") from exc
+        assert row is not None
+        return row
+
+    async def settle(
+        self,
+        row: int,
+        *,
+        app_id: RecordId | None,
+        external_id: RecordId | None,
+        state: LinkState,
+        base: dict[str, Canon] | None,
+        now: float,
+    ) -> None:
+        """Record an agreement (or a tombstone): clears error and intent."""
+        sql = (
+            "UPDATE links SET app_id = ?, external_id = ?, state = ?, base = ?, error = NULL,"
+            " failed_fingerprint = NULL, intent_side = NULL, intent_values = NULL,"
+            " synced_at = ?, updated_at = ? WHERE row = ?"
+        )
+        try:
+            await self._db.execute(sql, (app_id, external_id, state.value, _json(base), now, now, row))
+        except sqlite3.IntegrityError as exc:
+            raise LinkTaken(f"app id {app_id!r} or external id {external_id!r} is linked") from exc
+
+    async def mark_pending(self, row: int, *, side: Side, values: dict[str, Canon], now: float) -> None:
+        sql = (
+            "UPDATE links SET state = 'pending', intent_side = ?, intent_values = ?, updated_at = ?"
+            " WHERE row = ?"
+        )
+        await self._db.execute(sql, (side.value, _json(values), now, row))
+
+    async def park(self, row: int, *, error: str, failed_fingerprint: str | None, now: float) -> None:
+        sql = (
+            "UPDATE links SET state = 'error', error = ?, failed_fingerprint = ?,"
+            " intent_side = NULL, intent_values = NULL, updated_at = ? WHERE row = ?"
+        )
+        await self._db.execute(sql, (error[:2000], failed_fingerprint, now, row))
+
+    async def retry_parked(self, binding: str) -> None:
+        """Forget what parked records looked like, so the next look retries each once."""
+        sql = "UPDATE links SET failed_fingerprint = NULL WHERE binding = ? AND state = 'error'"
+        await self._db.execute(sql, (binding,))
+
+    async def drop(self, row: int) -> None:
+        await self._db.execute("DELETE FROM links WHERE row = ?", (row,))
+
+    async def pending(self, binding: str, *, side: Side | None = None) -> list[Link]:
+        """Write intents not yet settled (creates into `side`, or all)."""
+        sql = f"SELECT {_LINK_COLUMNS} FROM links WHERE binding = ? AND state = 'pending'"
+        params: tuple[str, ...] = (binding,)
+        if side is not None:
+            sql += " AND intent_side = ?"
+            params = (binding, side.value)
+        async with self._db.execute(sql, params) as cursor:
+            return [_to_link(row) async for row in cursor]
+
+    async def digests(self, binding: str) -> AsyncIterator[LinkDigest]:
+        sql = "SELECT row, app_id, external_id, state, base FROM links WHERE binding = ?"
+        async with self._db.execute(sql, (binding,)) as cursor:
+            async for row in cursor:
+                yield LinkDigest(
+                    row=row[0],
+                    app_id=RecordId(row[1]) if row[1] is not None else None,
+                    external_id=RecordId(row[2]) if row[2] is not None else None,
+                    state=LinkState(row[3]),
+                    base=row[4],
+                )
+
+    async def counts(self, binding: str) -> dict[str, int]:
+        sql = "SELECT state, COUNT(*) FROM links WHERE binding = ? GROUP BY state"
+        async with self._db.execute(sql, (binding,)) as cursor:
+            return {state: count async for state, count in cursor}
+
+    async def parked(self, binding: str, *, limit: int = 50) -> list[Link]:
+        sql = (
+            f"SELECT {_LINK_COLUMNS} FROM links WHERE binding = ? AND state = 'error'"
+            " ORDER BY updated_at DESC LIMIT ?"
+        )
+        async with self._db.execute(sql, (binding, limit)) as cursor:
+            return [_to_link(row) async for row in cursor]
+
+    # --- conflicts ---------------------------------------------------------------
+
+    async def record_conflict(
+        self,
+        binding: str,
+        *,
+        app_id: RecordId | None,
+        external_id: RecordId | None,
+        conflict: FieldConflict,
+        now: float,
+    ) -> None:
+        sql = (
+            "INSERT INTO conflicts (binding, app_id, external_id, field, app_value,"
+            " external_value, base_value, winner, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        params = (
+            binding,
+            app_id,
+            external_id,
+            conflict.field,
+            json.dumps(conflict.app, sort_keys=True),
+            json.dumps(conflict.external, sort_keys=True),
+            json.dumps(conflict.base, sort_keys=True),
+            conflict.winner.value,
+            now,
+        )
+        await self._db.execute(sql, params)
+
+    async def conflict_count(self, binding: str) -> int:
+        sql = "SELECT COUNT(*) FROM conflicts WHERE binding = ?"
+        async with self._db.execute(sql, (binding,)) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def recent_conflicts(self, binding: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT app_id, external_id, field, app_value, external_value, base_value, winner, at"
+            " FROM conflicts WHERE binding = ? ORDER BY row DESC LIMIT ?"
+        )
+        async with self._db.execute(sql, (binding, limit)) as cursor:
+            return [
+                {
+                    "app_id": row[0],
+                    "external_id": row[1],
+                    "field": row[2],
+                    "app": json.loads(row[3]),
+                    "external": json.loads(row[4]),
+                    "base": json.loads(row[5]),
+                    "winner": row[6],
+                    "at": row[7],
+                }
+                async for row in cursor
+            ]
+
+    # --- cursors and per-binding state -------------------------------------------
+
+    async def cursor(self, binding: str, source: str) -> str | None:
+        sql = "SELECT value FROM cursors WHERE binding = ? AND source = ?"
+        async with self._db.execute(sql, (binding, source)) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def set_cursor(self, binding: str, source: str, value: str | None) -> None:
+        sql = (
+            "INSERT INTO cursors (binding, source, value) VALUES (?, ?, ?)"
+            " ON CONFLICT (binding, source) DO UPDATE SET value = excluded.value"
+        )
+        await self._db.execute(sql, (binding, source, value))
+
+    async def binding_state(self, binding: str) -> BindingState:
+        sql = (
+            "SELECT deletes_blocked, blocked_at, last_resync_at, last_resync_result"
+            " FROM bindings WHERE binding = ?"
+        )
+        async with self._db.execute(sql, (binding,)) as cursor:
+            row = await cursor.fetchone()
+        return BindingState(*row) if row else BindingState()
+
+    async def set_binding_state(self, binding: str, state: BindingState) -> None:
+        sql = (
+            "INSERT INTO bindings (binding, deletes_blocked, blocked_at, last_resync_at,"
+            " last_resync_result) VALUES (?, ?, ?, ?, ?) ON CONFLICT (binding) DO UPDATE SET"
+            " deletes_blocked = excluded.deletes_blocked, blocked_at = excluded.blocked_at,"
+            " last_resync_at = excluded.last_resync_at,"
+            " last_resync_result = excluded.last_resync_result"
+        )
+        params = (
+            binding,
+            state.deletes_blocked,
+            state.blocked_at,
+            state.last_resync_at,
+            state.last_resync_result,
+        )
+        await self._db.execute(sql, params)
+
+
+@asynccontextmanager
+async def open_state(path: str | Path, *, read_only: bool = False) -> AsyncIterator[StateStore]:
+    """Open (and migrate) the state database; read-only opens never create or change it."""
+    target = Path(path)
+    try:
+        if read_only:
+            db = await aiosqlite.connect(f"file:{target}?mode=ro", uri=True, isolation_level=None)
+        else:
+            db = await aiosqlite.connect(target, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StateError(f"state database {target}: cannot open: {exc}") from exc
+    try:
+        try:
+            await db.execute("PRAGMA busy_timeout = 5000")
+            if not read_only:
+                await db.execute("PRAGMA journal_mode = WAL")
+                await db.execute("PRAGMA synchronous = NORMAL")
+            await migrate(db, target=str(target), read_only=read_only)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state database {target}: {exc}") from exc
+        yield StateStore(db, read_only=read_only)
+    finally:
+        await db.close()
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BindingState",
+    "LinkDigest",
+    "LinkTaken",
+    "StateError",
+    "StateStore",
+    "open_state",
+]
