@@ -1,0 +1,281 @@
+"""A small external app: a JSON REST API of records, kept in memory.
+
+It serves the demo (`make run`), the tests and the benchmark. It behaves like the
+typical APIs tandem meets: any collection at /{name}, server-assigned integer or
+string ids, PATCH and PUT, 404 for missing records, filters by field (?title=x),
+an `updated_at` stamp with an `updated_since` filter, and one of several pagination
+styles. Faults (429 with Retry-After, 5xx, stalls) can be switched on through
+/_admin/faults so tests can watch a client cope.
+
+    python examples/sample_app.py --port 8080 --pagination page
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+PAGINATION_STYLES = ("none", "page", "offset", "cursor", "cursor-header", "link")
+
+
+@dataclass
+class Fault:
+    status: int = 500
+    count: int = 1
+    retry_after: str | None = None
+    delay: float = 0.0
+    methods: tuple[str, ...] = ()
+    path_prefix: str = ""
+    body: str | None = None
+
+    def applies(self, method: str, path: str) -> bool:
+        return (not self.methods or method in self.methods) and path.startswith(self.path_prefix)
+
+
+@dataclass
+class Options:
+    pagination: str = "page"
+    envelope: str = ""
+    ids: str = "int"
+    max_page_size: int = 1000
+    required: tuple[str, ...] = ("title",)
+    bools: tuple[str, ...] = ("completed",)
+
+
+@dataclass
+class Store:
+    options: Options
+    collections: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    faults: list[Fault] = field(default_factory=list)
+    requests: dict[str, int] = field(default_factory=dict)
+    last_stamp: float = 0.0
+
+    def stamp(self) -> str:
+        # Strictly increasing, so `updated_since` never misses a record.
+        now = max(time.time(), self.last_stamp + 1e-6)
+        self.last_stamp = now
+        return datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="microseconds")
+
+    def new_id(self) -> str | int:
+        if self.options.ids == "str":
+            return f"rec-{uuid.uuid4().hex[:12]}"
+        return next(self.counter)
+
+
+def _matches(record: dict[str, Any], key: str, wanted: str) -> bool:
+    value = record.get(key)
+    if isinstance(value, bool):
+        return wanted.lower() == ("true" if value else "false")
+    return value is not None and str(value) == wanted
+
+
+def _invalid(store: Store, body: Any, *, partial: bool) -> str | None:
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    for name in store.options.required:
+        if name in body or not partial:
+            value = body.get(name)
+            if not isinstance(value, str) or not value.strip():
+                return f"{name} is required and must be a non-empty string"
+    for name in store.options.bools:
+        if name in body and body[name] is not None and not isinstance(body[name], bool):
+            return f"{name} must be a boolean"
+    return None
+
+
+def build_app(options: Options | None = None) -> Starlette:
+    store = Store(options or Options())
+
+    async def guard(request: Request) -> Response | None:
+        """Count the request and apply the first matching fault, if any."""
+        key = f"{request.method} {request.url.path.split('/')[1] if '/' in request.url.path else ''}"
+        store.requests[key] = store.requests.get(key, 0) + 1
+        for fault in store.faults:
+            if fault.count > 0 and fault.applies(request.method, request.url.path):
+                fault.count -= 1
+                if fault.delay:
+                    await anyio.sleep(fault.delay)
+                if fault.status == 0:
+                    return None  # a pure delay
+                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                content = fault.body if fault.body is not None else json.dumps({"error": "injected"})
+                return Response(content, status_code=fault.status, headers=headers, media_type="application/json")
+        return None
+
+    def collection(request: Request) -> dict[str, dict[str, Any]]:
+        return store.collections.setdefault(request.path_params["collection"], {})
+
+    async def list_records(request: Request) -> Response:
+        if (faulty := await guard(request)) is not None:
+            return faulty
+        records = list(collection(request).values())
+        params = request.query_params
+        since = params.get("updated_since")
+        if since:
+            records = [r for r in records if r.get("updated_at", "") >= since]
+        reserved = {"updated_since", "_page", "_limit", "offset", "limit", "cursor", "page"}
+        for key, wanted in params.items():
+            if key not in reserved and not key.startswith("_"):
+                records = [r for r in records if _matches(r, key, wanted)]
+        return _page(store, request, records)
+
+    async def create(request: Request) -> Response:
+        if (faulty := await guard(request)) is not None:
+            return faulty
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "invalid JSON"}, status_code=400)
+        problem = _invalid(store, body, partial=False)
+        if problem:
+            return JSONResponse({"error": problem}, status_code=422)
+        record = {**body, "id": store.new_id(), "updated_at": store.stamp()}
+        collection(request)[str(record["id"])] = record
+        return JSONResponse(_wrap(store, record), status_code=201)
+
+    async def item(request: Request) -> Response:
+        if (faulty := await guard(request)) is not None:
+            return faulty
+        records = collection(request)
+        key = request.path_params["id"]
+        current = records.get(key)
+        if request.method == "DELETE":
+            if current is None:
+                return JSONResponse({"error": "not found"}, status_code=404)
+            del records[key]
+            return Response(status_code=204)
+        if current is None:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        if request.method == "GET":
+            return JSONResponse(_wrap(store, current))
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "invalid JSON"}, status_code=400)
+        problem = _invalid(store, body, partial=request.method == "PATCH")
+        if problem:
+            return JSONResponse({"error": problem}, status_code=422)
+        base = current if request.method == "PATCH" else {}
+        updated = {**base, **body, "id": current["id"], "updated_at": store.stamp()}
+        records[key] = updated
+        return JSONResponse(_wrap(store, updated))
+
+    async def add_fault(request: Request) -> Response:
+        body = await request.json()
+        store.faults.append(
+            Fault(
+                status=int(body.get("status", 500)),
+                count=int(body.get("count", 1)),
+                retry_after=str(body["retry_after"]) if "retry_after" in body else None,
+                delay=float(body.get("delay", 0.0)),
+                methods=tuple(body.get("methods", ())),
+                path_prefix=str(body.get("path_prefix", "")),
+                body=body.get("body"),
+            )
+        )
+        return JSONResponse({"faults": len(store.faults)}, status_code=201)
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse({"requests": store.requests})
+
+    async def reset(request: Request) -> Response:
+        store.faults.clear()
+        store.requests.clear()
+        if request.query_params.get("data") == "true":
+            store.collections.clear()
+        return JSONResponse({"ok": True})
+
+    async def seed(request: Request) -> Response:
+        """Bulk insert without validation or faults (for tests and benchmarks)."""
+        body = await request.json()
+        records = collection(request)
+        created = []
+        for fields in body:
+            record = {**fields, "id": store.new_id(), "updated_at": store.stamp()}
+            records[str(record["id"])] = record
+            created.append(record)
+        return JSONResponse(created, status_code=201)
+
+    return Starlette(
+        routes=[
+            Route("/_admin/faults", add_fault, methods=["POST"]),
+            Route("/_admin/stats", stats, methods=["GET"]),
+            Route("/_admin/reset", reset, methods=["POST"]),
+            Route("/_admin/seed/{collection}", seed, methods=["POST"]),
+            Route("/{collection}", list_records, methods=["GET"]),
+            Route("/{collection}", create, methods=["POST"]),
+            Route("/{collection}/{id:path}", item, methods=["GET", "PATCH", "PUT", "DELETE"]),
+        ]
+    )
+
+
+def _wrap(store: Store, record: dict[str, Any]) -> Any:
+    return {store.options.envelope: record} if store.options.envelope else record
+
+
+def _page(store: Store, request: Request, records: list[dict[str, Any]]) -> Response:
+    options, params = store.options, request.query_params
+    style = options.pagination
+    limit = min(int(params.get("_limit") or params.get("limit") or 100), options.max_page_size)
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if style == "none":
+        chunk = records
+    elif style == "page":
+        page = int(params.get("_page") or 1)
+        chunk = records[(page - 1) * limit : page * limit]
+    elif style == "offset":
+        offset = int(params.get("offset") or 0)
+        chunk = records[offset : offset + limit]
+    else:
+        start = int(params.get("cursor") or 0) if style != "link" else int(params.get("offset") or 0)
+        chunk = records[start : start + limit]
+        following = start + limit if start + limit < len(records) else None
+        if style == "cursor":
+            extra["next_cursor"] = str(following) if following is not None else None
+        elif style == "cursor-header" and following is not None:
+            headers["X-Next-Cursor"] = str(following)
+        elif style == "link" and following is not None:
+            url = request.url.include_query_params(offset=following, limit=limit)
+            headers["Link"] = f'<{url}>; rel="next"'
+    if options.envelope:
+        return JSONResponse({options.envelope: chunk, **extra}, headers=headers)
+    if extra:
+        return JSONResponse({"records": chunk, **extra}, headers=headers)
+    return JSONResponse(chunk, headers=headers)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--pagination", choices=PAGINATION_STYLES, default="page")
+    parser.add_argument("--envelope", default="")
+    parser.add_argument("--ids", choices=("int", "str"), default="int")
+    args = parser.parse_args()
+    app = build_app(Options(pagination=args.pagination, envelope=args.envelope, ids=args.ids))
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    sock = config.bind_socket()
+    print(f"listening on {args.host}:{sock.getsockname()[1]}", flush=True)
+    server.run(sockets=[sock])
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

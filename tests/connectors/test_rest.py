@@ -1,0 +1,229 @@
+"""The REST connector over real loopback HTTP against the sample app."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from connectors.base import (
+    AuthError,
+    NotFoundError,
+    PermanentError,
+    RateLimitedError,
+    RecordId,
+    RequestInfo,
+    TransientError,
+)
+from connectors.http import HttpSettings
+from connectors.pagination import Pagination, PaginationType
+from connectors.rest import ChangedSince, RestCollection, RestCollectionSpec, RestConnection
+from tests.support.servers import inject, request_counts, sample_app, seed
+
+pytestmark = pytest.mark.anyio
+
+STYLES = {
+    "page": (Pagination(PaginationType.PAGE, size_param="_limit", size=7, page_param="_page"), ""),
+    "offset": (Pagination(PaginationType.OFFSET, size_param="limit", size=7, offset_param="offset"), ""),
+    "cursor": (
+        Pagination(PaginationType.CURSOR, size_param="limit", size=7, cursor_param="cursor"),
+        "records",
+    ),
+    "cursor-header": (
+        Pagination(
+            PaginationType.CURSOR, size_param="limit", size=7, next_cursor="header:X-Next-Cursor"
+        ),
+        "",
+    ),
+    "link": (Pagination(PaginationType.LINK, size_param="limit", size=7), ""),
+    "none": (Pagination(PaginationType.NONE), ""),
+}
+
+
+async def _collection(url: str, **spec: Any) -> AsyncIterator[RestCollection]:
+    settings = HttpSettings(
+        base_url=url, retries=spec.pop("retries", 2), timeout=spec.pop("timeout", 5.0),
+        rate_limit=spec.pop("rate_limit", None), backoff_base=0.01,
+    )  # fmt: skip
+    connection = RestConnection("tasks", settings, observer=spec.pop("observer", lambda info: None))
+    await connection.open()
+    try:
+        yield connection.collection(RestCollectionSpec(path="/tasks", **spec))
+    finally:
+        await connection.aclose()
+
+
+async def _all(collection: RestCollection) -> list[Any]:
+    records, cursor = [], None
+    while True:
+        page = await collection.list_page(cursor)
+        records.extend(page.records)
+        if page.cursor is None:
+            return records
+        cursor = page.cursor
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+async def test_every_pagination_style_lists_every_record_once(style):
+    pagination, records_at = STYLES[style]
+    async with sample_app(pagination=style) as url:
+        await seed(url, "tasks", [{"title": f"t{i}"} for i in range(30)])
+        async for tasks in _collection(url, pagination=pagination, records=records_at):
+            listed = await _all(tasks)
+    assert sorted(r.fields["title"] for r in listed) == sorted(f"t{i}" for i in range(30))
+    assert len({r.id for r in listed}) == 30
+
+
+async def test_page_listing_does_not_stop_at_a_short_page_when_the_server_caps_the_size():
+    pagination = Pagination(PaginationType.PAGE, size_param="_limit", size=50, page_param="_page")
+    async with sample_app(pagination="page", max_page_size=10) as url:
+        await seed(url, "tasks", [{"title": f"t{i}"} for i in range(25)])
+        async for tasks in _collection(url, pagination=pagination):
+            assert len(await _all(tasks)) == 25
+
+
+async def test_envelope_and_string_ids_with_url_unsafe_characters():
+    async with sample_app(pagination="page", envelope="data", ids="str") as url:
+        async for tasks in _collection(url, records="data", record="data"):
+            created = await tasks.create({"title": "a/b? c"})
+            assert created.id.startswith("rec-")
+            fetched = await tasks.get(created.id)
+            assert fetched is not None and fetched.fields["title"] == "a/b? c"
+            assert await tasks.get(RecordId("a/b?x y")) is None
+
+
+async def test_crud_and_404_semantics():
+    async with sample_app() as url:
+        async for tasks in _collection(url):
+            created = await tasks.create({"title": "one", "completed": False})
+            assert created.id == "1"
+            updated = await tasks.update(created.id, {"completed": True}, current=created)
+            assert updated is not None and updated.fields["completed"] is True
+            await tasks.delete(created.id)
+            await tasks.delete(created.id)  # deleting a missing record succeeds
+            assert await tasks.get(created.id) is None
+            with pytest.raises(NotFoundError):
+                await tasks.update(created.id, {"title": "x"}, current=None)
+
+
+async def test_put_sends_the_whole_record():
+    async with sample_app() as url:
+        async for tasks in _collection(url, update_method="PUT"):
+            created = await tasks.create({"title": "one", "note": "keep me"})
+            updated = await tasks.update(created.id, {"title": "two"}, current=None)
+            assert updated is not None
+            assert updated.fields["note"] == "keep me"
+            assert updated.fields["title"] == "two"
+
+
+async def test_validation_error_is_permanent_and_says_why():
+    async with sample_app() as url:
+        async for tasks in _collection(url):
+            with pytest.raises(PermanentError, match="title is required"):
+                await tasks.create({"title": ""})
+
+
+async def test_429_with_retry_after_is_waited_out_then_succeeds():
+    seen: list[RequestInfo] = []
+    async with sample_app() as url:
+        await inject(url, status=429, retry_after="0.3", count=2, methods=["GET"])
+        async for tasks in _collection(url, observer=seen.append, retries=3):
+            started = anyio.current_time()
+            assert (await tasks.list_page(None)).records == []
+            waited = anyio.current_time() - started
+    assert [info.code for info in seen] == ["429", "429", "200"]
+    assert waited >= 0.6  # both pauses honoured
+
+
+async def test_429_beyond_retries_is_rate_limited_with_retry_after():
+    async with sample_app() as url:
+        await inject(url, status=429, retry_after="0.05", count=10)
+        async for tasks in _collection(url, retries=1):
+            with pytest.raises(RateLimitedError) as caught:
+                await tasks.list_page(None)
+    assert caught.value.retry_after == pytest.approx(0.05)
+
+
+async def test_long_retry_after_is_not_slept_inside_a_request():
+    async with sample_app() as url:
+        await inject(url, status=429, retry_after="120", count=1)
+        async for tasks in _collection(url, retries=3):
+            with anyio.fail_after(5), pytest.raises(RateLimitedError) as caught:
+                await tasks.list_page(None)
+    assert caught.value.retry_after == 120
+
+
+async def test_5xx_is_retried_then_transient():
+    async with sample_app() as url:
+        await inject(url, status=503, count=2)
+        async for tasks in _collection(url, retries=2):
+            assert (await tasks.list_page(None)).records == []
+        await inject(url, status=500, count=5)
+        async for tasks in _collection(url, retries=1):
+            with pytest.raises(TransientError, match="HTTP 500"):
+                await tasks.list_page(None)
+
+
+async def test_timeout_is_transient():
+    async with sample_app() as url:
+        await inject(url, status=0, delay=1.0, count=5)
+        async for tasks in _collection(url, retries=0, timeout=0.2):
+            with pytest.raises(TransientError, match="timeout"):
+                await tasks.list_page(None)
+
+
+async def test_auth_failure_is_permanent_and_the_message_has_no_secret():
+    async with sample_app() as url:
+        await inject(url, status=401, count=1)
+        settings = HttpSettings(base_url=url, headers={"Authorization": "Bearer s3cr3t-token"})
+        connection = RestConnection("tasks", settings)
+        await connection.open()
+        try:
+            with pytest.raises(AuthError) as caught:
+                await connection.collection(RestCollectionSpec(path="/tasks")).list_page(None)
+        finally:
+            await connection.aclose()
+    assert "s3cr3t" not in str(caught.value)
+    assert "HTTP 401 GET /tasks" in str(caught.value)
+
+
+async def test_truncated_json_is_transient():
+    async with sample_app() as url:
+        await inject(url, status=200, body='[{"id": 1, "tit', count=5)
+        async for tasks in _collection(url, retries=0):
+            with pytest.raises(TransientError, match="invalid JSON"):
+                await tasks.list_page(None)
+
+
+async def test_rate_limit_spaces_requests():
+    async with sample_app() as url:
+        async for tasks in _collection(url, rate_limit=20):
+            started = anyio.current_time()
+            for _ in range(11):
+                await tasks.get(RecordId("1"))
+            elapsed = anyio.current_time() - started
+    assert elapsed >= 0.5  # 11 requests at 20/s need at least 10 intervals of 50 ms
+
+
+async def test_find_uses_the_filter_and_changes_use_updated_since():
+    async with sample_app() as url:
+        await seed(url, "tasks", [{"title": "a"}, {"title": "b"}, {"title": "a"}])
+        spec_changes = ChangedSince(param="updated_since", field="updated_at")
+        async for tasks in _collection(url, changed_since=spec_changes):
+            found = await tasks.find({"title": "a"})
+            assert sorted(r.fields["title"] for r in found) == ["a", "a"]
+            first = await tasks.changes(None)
+            assert len(first.ids) == 3
+            created = await tasks.create({"title": "c"})
+            later = await tasks.changes(first.cursor)
+            assert created.id in later.ids
+            assert len(later.ids) <= 2  # only the newest (and the boundary record)
+        counts = await request_counts(url)
+    assert counts["GET tasks"] >= 3
+
+
+async def test_link_pagination_never_follows_another_server():
+    async with sample_app(pagination="link") as url:
+        async for tasks in _collection(url, pagination=STYLES["link"][0]):
+            with pytest.raises(PermanentError, match="another server"):
+                await tasks.list_page("http://127.0.0.2:1/tasks?offset=7")

@@ -1,0 +1,130 @@
+"""The SQLite connector against a real database file, with the app writing beside it."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from connectors.base import ConfigurationError, NotFoundError, PermanentError, RecordId
+from connectors.sqlite import SqliteConnection, SqliteTableSpec
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def app_db(tmp_path: Path) -> Path:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT NOT NULL, done INTEGER,"
+            " meta TEXT)"
+        )
+        db.execute('CREATE TABLE "odd name" ("the id" TEXT PRIMARY KEY, title TEXT)')
+    return path
+
+
+async def _open(path: Path, table: str = "tasks", id_column: str = "id", columns=("title", "done")):
+    connection = SqliteConnection("app", path)
+    await connection.open()
+    collection = connection.collection(SqliteTableSpec(table=table, id=id_column, columns=columns))
+    await collection.check()
+    return connection, collection
+
+
+async def test_crud_with_integer_ids_and_encoded_values(app_db):
+    connection, tasks = await _open(app_db)
+    try:
+        created = await tasks.create({"title": "one", "done": True, "meta": {"b": 1, "a": 2}})
+        assert created.id == "1"
+        assert created.fields["done"] == 1
+        assert created.fields["meta"] == '{"a": 2, "b": 1}'
+        updated = await tasks.update(created.id, {"done": False}, current=created)
+        assert updated is not None and updated.fields["done"] == 0
+        found = await tasks.find({"title": "one"})
+        assert [r.id for r in found] == ["1"]
+        await tasks.delete(created.id)
+        await tasks.delete(created.id)
+        assert await tasks.get(created.id) is None
+        with pytest.raises(NotFoundError):
+            await tasks.update(created.id, {"title": "x"}, current=None)
+    finally:
+        await connection.aclose()
+
+
+async def test_constraint_violation_is_permanent(app_db):
+    connection, tasks = await _open(app_db)
+    try:
+        with pytest.raises(PermanentError, match="NOT NULL"):
+            await tasks.create({"title": None})
+    finally:
+        await connection.aclose()
+
+
+async def test_text_ids_and_odd_names_are_quoted(app_db):
+    connection, odd = await _open(app_db, table="odd name", id_column="the id", columns=("title",))
+    try:
+        created = await odd.create({"title": "x"})
+        assert len(created.id) == 32  # tandem chose the key
+        assert (await odd.get(created.id)) is not None
+    finally:
+        await connection.aclose()
+
+
+async def test_missing_table_or_column_names_what_is_wrong(app_db):
+    connection = SqliteConnection("app", app_db)
+    await connection.open()
+    try:
+        with pytest.raises(ConfigurationError, match="'nope' does not exist"):
+            await connection.collection(SqliteTableSpec(table="nope")).check()
+        with pytest.raises(ConfigurationError, match="no column 'colour'"):
+            await connection.collection(SqliteTableSpec(table="tasks", columns=("colour",))).check()
+    finally:
+        await connection.aclose()
+
+
+async def test_missing_database_file_is_a_configuration_error(tmp_path):
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        await SqliteConnection("app", tmp_path / "absent.db").open()
+
+
+async def test_keyset_listing_walks_every_row(app_db):
+    with sqlite3.connect(app_db) as db:
+        db.executemany("INSERT INTO tasks (title) VALUES (?)", [(f"t{i}",) for i in range(2500)])
+    connection, tasks = await _open(app_db)
+    try:
+        seen, cursor = [], None
+        while True:
+            page = await tasks.list_page(cursor)
+            seen.extend(page.records)
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+        assert len({r.id for r in seen}) == 2500
+    finally:
+        await connection.aclose()
+
+
+async def test_change_log_sees_app_writes_and_can_be_removed(app_db):
+    connection, tasks = await _open(app_db)
+    try:
+        await tasks.install_changelog()
+        assert await tasks.changelog_installed()
+        with sqlite3.connect(app_db) as db:  # the app writes on its own connection
+            db.execute("INSERT INTO tasks (id, title) VALUES (7, 'a')")
+            db.execute("UPDATE tasks SET title = 'b' WHERE id = 7")
+            db.execute("INSERT INTO tasks (id, title) VALUES (8, 'c')")
+            db.execute("DELETE FROM tasks WHERE id = 8")
+            db.execute("UPDATE tasks SET id = 9 WHERE id = 7")
+        batch = await tasks.changes(None)
+        assert batch.ids == [RecordId("7"), RecordId("8"), RecordId("9")]
+        assert (await tasks.changes(batch.cursor)).ids == []
+        with sqlite3.connect(app_db) as db:
+            count = db.execute("SELECT COUNT(*) FROM tandem_changelog").fetchone()[0]
+        assert count == 0  # consumed entries are trimmed
+        await tasks.remove_changelog()
+        assert not await tasks.changelog_installed()
+        with sqlite3.connect(app_db) as db:
+            names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        assert "tandem_changelog" not in names
+    finally:
+        await connection.aclose()

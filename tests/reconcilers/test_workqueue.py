@@ -1,0 +1,92 @@
+"""The work queue keeps client-go's promises; time is moved by hand."""
+
+import anyio
+import pytest
+from anyio.testing import wait_all_tasks_blocked
+
+from reconcilers.workqueue import Backoff, WorkQueue
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_fifo_and_dedup():
+    queue: WorkQueue[str] = WorkQueue()
+    for key in ("a", "b", "a", "c", "b"):
+        queue.add(key)
+    assert [await queue.get() for _ in range(3)] == ["a", "b", "c"]
+    assert len(queue) == 0
+
+
+async def test_a_key_is_never_handed_to_two_workers_and_is_processed_again_after():
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    assert await queue.get() == "a"
+    queue.add("a")  # changed while being processed
+    assert len(queue) == 0  # not handed out while in hand
+    queue.done("a")
+    assert await queue.get() == "a"
+
+
+async def test_per_key_backoff_doubles_and_resets_on_forget():
+    clock = Clock()
+    queue: WorkQueue[str] = WorkQueue(clock=clock, backoff=Backoff(base=0.005, cap=1.0))
+    delays = [queue.add_rate_limited("a") for _ in range(10)]
+    assert delays[:4] == [0.005, 0.01, 0.02, 0.04]
+    assert delays[-1] == 1.0  # capped
+    queue.forget("a")
+    assert queue.add_rate_limited("a") == 0.005
+
+
+async def test_delayed_keys_come_due_with_the_clock():
+    clock = Clock()
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    queue.add_after("late", 10)
+    queue.add_after("soon", 1)
+    assert queue.pump() == 1
+    clock.now = 1.5
+    queue.pump()
+    assert await queue.get() == "soon"
+    clock.now = 10
+    queue.pump()
+    assert await queue.get() == "late"
+
+
+async def test_retry_after_longer_than_backoff_wins():
+    clock = Clock()
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    assert queue.add_rate_limited("a", at_least=30) == 30
+
+
+async def test_shutdown_releases_waiting_workers():
+    queue: WorkQueue[str] = WorkQueue()
+    got: list[str | None] = []
+
+    async def worker() -> None:
+        got.append(await queue.get())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker)
+        tg.start_soon(worker)
+        await wait_all_tasks_blocked()
+        queue.shut_down()
+    assert got == [None, None]
+    queue.add("ignored")
+    assert len(queue) == 0
+
+
+async def test_run_delays_feeds_keys_in_real_time():
+    queue: WorkQueue[str] = WorkQueue()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queue.run_delays)
+        queue.add_after("a", 0.02)
+        with anyio.fail_after(2):
+            assert await queue.get() == "a"
+        queue.shut_down()
