@@ -223,3 +223,7 @@ async def _changelog(config: BindingsFile | None, *, action: str, binding: str |
                 await table.remove_changelog()
             print(f"change log {'installed' if action == 'install' else 'removed'}: {table.label}")
     return EXIT_OK
+
+
+if __name__ == "__main__":
+    main()

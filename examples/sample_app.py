@@ -114,7 +114,9 @@ def build_app(options: Options | None = None) -> Starlette:
                     return None  # a pure delay
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
                 content = fault.body if fault.body is not None else json.dumps({"error": "injected"})
-                return Response(content, status_code=fault.status, headers=headers, media_type="application/json")
+                return Response(
+                    content, status_code=fault.status, headers=headers, media_type="application/json"
+                )
         return None
 
     def collection(request: Request) -> dict[str, dict[str, Any]]:

@@ -94,7 +94,16 @@ def _pair_unlinked(app: list[Record], external: list[Record], policy: Policy) ->
     return _Pairing(pairs, ambiguous)
 
 
-def classify(*, app: Listing, external: Listing, links: Iterable[LinkDigest], policy: Policy) -> ResyncWork:
+def classify(
+    *,
+    app: Listing,
+    external: Listing,
+    links: Iterable[LinkDigest],
+    policy: Policy,
+    listed_since: float = float("inf"),
+) -> ResyncWork:
+    """The work of one resync. Links changed at or after `listed_since` (when the listings
+    began) are left out: a listing cannot have seen a record linked after it started."""
     work = ResyncWork()
     linked_app: set[RecordId] = set()
     linked_external: set[RecordId] = set()
@@ -103,7 +112,8 @@ def classify(*, app: Listing, external: Listing, links: Iterable[LinkDigest], po
             linked_app.add(link.app_id)
         if link.external_id is not None:
             linked_external.add(link.external_id)
-        _classify_link(link, app=app, external=external, policy=policy, work=work)
+        if link.updated_at < listed_since:
+            _classify_link(link, app=app, external=external, policy=policy, work=work)
 
     unlinked_app = [r for i, r in app.records.items() if i not in linked_app]
     unlinked_external = [r for i, r in external.records.items() if i not in linked_external]

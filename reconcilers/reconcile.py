@@ -93,6 +93,7 @@ class _Scene:
     app: Record | None = None
     external: Record | None = None
     writes: list[Write] = field(default_factory=list)
+    row: int | None = None  # the link row, once there is one (a write intent makes one)
 
     def record(self, side: Side) -> Record | None:
         return self.app if side is Side.APP else self.external
@@ -170,7 +171,7 @@ class Reconciler:
     # --- observe -----------------------------------------------------------------
 
     async def _observe_and_apply(self, key: Key, link: Link | None) -> Result:
-        scene = _Scene(link)
+        scene = _Scene(link, row=link.row if link else None)
         twin_hint: Observation | None = None
         for side in Side:
             record_id = key[1] if side is key[0] else scene.id(side)
@@ -202,7 +203,7 @@ class Reconciler:
             except _Ambiguous as exc:
                 return await self._park(scene, str(exc))
             if twin is None:
-                waiting = await self._create_in_flight(source, source_side)
+                waiting = await self._create_in_flight(source, source_side, own=link)
                 if waiting is not None:
                     return waiting
             scene.set(source_side.other, twin)
@@ -244,7 +245,7 @@ class Reconciler:
             )
         return candidates[0] if candidates else None
 
-    async def _create_in_flight(self, record: Record, side: Side) -> Result | None:
+    async def _create_in_flight(self, record: Record, side: Side, *, own: Link | None) -> Result | None:
         """Wait if this record may be the product of one of our own creates under way.
 
         The intents are read first: once none that could have made this record is
@@ -256,7 +257,8 @@ class Reconciler:
             recent = intent.updated_at is not None and now - intent.updated_at < INTENT_WINDOW
             if recent or self._looks_like(record, side, intent.intent_values or {}):
                 return Result(Outcome.REQUEUE, "create-in-flight", requeue_after=PENDING_RECHECK)
-        if await self.store.link_for(self.binding.name, side, record.id) is not None:
+        now_linked = await self.store.link_for(self.binding.name, side, record.id)
+        if now_linked is not None and (own is None or now_linked.row != own.row):
             return Result(Outcome.REQUEUE, "linked-meanwhile", requeue_after=0)
         return None
 
@@ -275,12 +277,11 @@ class Reconciler:
     async def _apply(self, decided: Plan, scene: _Scene) -> Result:
         if decided.is_noop:
             return self._result(Outcome.SUCCESS, decided.reason, scene)
-        row = scene.link.row if scene.link else None
         try:
             for write in decided.writes:
-                row = await self._write(write, scene, row=row)
+                await self._write(write, scene)
         except (PermanentError, MappingError) as exc:
-            return await self._park(scene, str(exc), row=row)
+            return await self._park(scene, str(exc))
         except (NotFoundError, ConflictError) as exc:
             # The record changed or went away under us: observe again and re-plan.
             return self._result(Outcome.REQUEUE, "re-observe", scene, error=str(exc), after=0.0)
@@ -291,7 +292,7 @@ class Reconciler:
         try:
             await self._update_link(
                 decided,
-                row=row,
+                row=scene.row,
                 app_id=app_id,
                 ext_id=ext_id,
                 now=now,
@@ -305,11 +306,11 @@ class Reconciler:
             )
         return self._result(Outcome.SUCCESS, decided.reason, scene, conflicts=decided.conflicts)
 
-    async def _write(self, write: Write, scene: _Scene, *, row: int | None) -> int | None:
+    async def _write(self, write: Write, scene: _Scene) -> None:
         collection = self.binding.side(write.side)
         fields = native(write.values, write.side, self.policy)
         if write.op is Op.CREATE:
-            row = await self._record_intent(write, scene, row=row)
+            scene.row = await self._record_intent(write, scene, row=scene.row)
             created = await collection.create(fields)
             scene.set(write.side, created)
         elif write.op is Op.UPDATE:
@@ -326,7 +327,6 @@ class Reconciler:
             scene.set(write.side, None)
         scene.writes.append(write)
         self._on_write(write)
-        return row
 
     async def _record_intent(self, write: Write, scene: _Scene, *, row: int | None) -> int:
         now = self._clock()
@@ -431,10 +431,10 @@ class Reconciler:
 
     # --- parking -----------------------------------------------------------------
 
-    async def _park(self, scene: _Scene, error: str, *, row: int | None = None) -> Result:
+    async def _park(self, scene: _Scene, error: str) -> Result:
         now = self._clock()
         fp = parked_fingerprint(scene.app, scene.external)
-        row = row if row is not None else (scene.link.row if scene.link else None)
+        row = scene.row
         if row is None:
             try:
                 await self.store.insert_link(

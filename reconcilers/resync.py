@@ -8,6 +8,7 @@ than the binding allows, until an operator asks for it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import anyio
@@ -61,6 +62,7 @@ async def observe(
 ) -> Observed:
     """List both sides, classify, and apply the mass-delete guard."""
     listings: dict[str, Listing] = {}
+    listed_since = time.time()
 
     async def take(label: str, collection: Collection) -> None:
         listings[label] = await list_all(collection)
@@ -69,7 +71,13 @@ async def observe(
         tg.start_soon(take, "app", app)
         tg.start_soon(take, "external", external)
     digests = [digest async for digest in store.digests(name)]
-    work = classify(app=listings["app"], external=listings["external"], links=digests, policy=policy)
+    work = classify(
+        app=listings["app"],
+        external=listings["external"],
+        links=digests,
+        policy=policy,
+        listed_since=listed_since,
+    )
     blocked: tuple[Key, ...] = ()
     guarded = not allow_deletes and policy.delete_guard.blocks(len(work.deletions), len(digests))
     if work.deletions and guarded:

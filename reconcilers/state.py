@@ -46,6 +46,7 @@ class LinkDigest:
     external_id: RecordId | None
     state: LinkState
     base: str | None
+    updated_at: float
 
 
 _LINK_COLUMNS = (
@@ -191,7 +192,7 @@ class StateStore:
             return [_to_link(row) async for row in cursor]
 
     async def digests(self, binding: str) -> AsyncIterator[LinkDigest]:
-        sql = "SELECT row, app_id, external_id, state, base FROM links WHERE binding = ?"
+        sql = "SELECT row, app_id, external_id, state, base, updated_at FROM links WHERE binding = ?"
         async with self._db.execute(sql, (binding,)) as cursor:
             async for row in cursor:
                 yield LinkDigest(
@@ -200,6 +201,7 @@ class StateStore:
                     external_id=RecordId(row[2]) if row[2] is not None else None,
                     state=LinkState(row[3]),
                     base=row[4],
+                    updated_at=row[5],
                 )
 
     async def counts(self, binding: str) -> dict[str, int]:

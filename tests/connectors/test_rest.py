@@ -30,9 +30,7 @@ STYLES = {
         "records",
     ),
     "cursor-header": (
-        Pagination(
-            PaginationType.CURSOR, size_param="limit", size=7, next_cursor="header:X-Next-Cursor"
-        ),
+        Pagination(PaginationType.CURSOR, size_param="limit", size=7, next_cursor="header:X-Next-Cursor"),
         "",
     ),
     "link": (Pagination(PaginationType.LINK, size_param="limit", size=7), ""),

@@ -1,0 +1,183 @@
+"""tandem run as a process, an SQLite app table and the sample app over loopback."""
+
+import signal
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.daemon import SECRET, AppDb, Daemon, eventually
+from tests.support.servers import seed
+
+pytestmark = pytest.mark.anyio
+
+
+async def ext_records(url: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient() as client:
+        records = (await client.get(f"{url}/tasks", params={"_limit": 1000})).json()
+    return sorted(records, key=lambda r: r["title"])
+
+
+async def ext_titles(url: str) -> list[str]:
+    return sorted(r["title"] for r in await ext_records(url))
+
+
+async def test_initial_sync_pairs_by_match_and_makes_no_twins(daemon: Daemon, external: str, app_db: AppDb):
+    app_db.execute("INSERT INTO tasks (title, done) VALUES ('only in app', 1)")
+    app_db.execute("INSERT INTO tasks (title, done, note) VALUES ('on both', 0, 'from app')")
+    await seed(
+        external,
+        "tasks",
+        [{"title": "only external", "completed": True}, {"title": "on both", "completed": False}],
+    )
+    await daemon.start()
+    expected = ["on both", "only external", "only in app"]
+
+    async def converged() -> bool:
+        return app_db.titles() == expected and await ext_titles(external) == expected
+
+    await eventually(converged, what="both sides hold the three records once")
+    app_rows = {row["title"]: row for row in app_db.rows()}
+    assert app_rows["only external"]["done"] == 1
+    ext = {r["title"]: r for r in await ext_records(external)}
+    assert ext["only in app"]["completed"] is True
+    assert ext["on both"]["note"] == "from app"  # the pair merged by policy (app wins)
+    assert daemon.stop() == 0
+
+
+async def test_updates_and_deletes_flow_both_ways(daemon: Daemon, external: str, app_db: AppDb):
+    first = app_db.execute("INSERT INTO tasks (title) VALUES ('first')")
+    app_db.execute("INSERT INTO tasks (title) VALUES ('second')")
+    await seed(external, "tasks", [{"title": "third", "completed": False}])
+    await daemon.start()
+    await eventually(lambda: _has(external, ["first", "second", "third"]), what="initial sync")
+    await eventually(lambda: _app_has(app_db, ["first", "second", "third"]), what="initial sync app")
+
+    app_db.execute("UPDATE tasks SET title = 'first, renamed', done = 1 WHERE id = ?", (first,))
+    await eventually(lambda: _has(external, ["first, renamed", "second", "third"]), what="app update")
+    renamed = next(r for r in await ext_records(external) if r["title"] == "first, renamed")
+    assert renamed["completed"] is True
+
+    third = next(r for r in await ext_records(external) if r["title"] == "third")
+    async with httpx.AsyncClient() as client:
+        await client.patch(f"{external}/tasks/{third['id']}", json={"title": "third, renamed"})
+    await eventually(
+        lambda: _app_has(app_db, ["first, renamed", "second", "third, renamed"]), what="external update"
+    )
+
+    app_db.execute("DELETE FROM tasks WHERE title = 'second'")
+    await eventually(lambda: _has(external, ["first, renamed", "third, renamed"]), what="app delete")
+    async with httpx.AsyncClient() as client:
+        await client.delete(f"{external}/tasks/{third['id']}")
+    await eventually(lambda: _app_has(app_db, ["first, renamed"]), what="external delete")
+    assert daemon.stop() == 0
+
+
+async def test_conflict_is_resolved_by_policy_and_counted(daemon: Daemon, external: str, app_db: AppDb):
+    row = app_db.execute("INSERT INTO tasks (title, note) VALUES ('shared', 'base')")
+    await daemon.start()
+    await eventually(lambda: _has(external, ["shared"]), what="initial sync")
+    assert daemon.stop() == 0
+
+    ext = (await ext_records(external))[0]
+    async with httpx.AsyncClient() as client:
+        await client.patch(f"{external}/tasks/{ext['id']}", json={"note": "external edit"})
+    app_db.execute("UPDATE tasks SET note = 'app edit' WHERE id = ?", (row,))
+    await daemon.start()
+
+    async def resolved() -> bool:
+        records = await ext_records(external)
+        return records[0]["note"] == "app edit" and app_db.rows()[0]["note"] == "app edit"
+
+    await eventually(resolved, what="app-wins resolution on both sides")
+    metrics = await daemon.metrics()
+    assert metrics['tandem_conflicts_total{binding="tasks"}'] == 1
+    status = daemon.command("status", "--json")
+    assert '"conflicts_total": 1' in status.stdout
+    assert daemon.stop() == 0
+
+
+async def test_a_refused_record_is_parked_while_others_sync(daemon: Daemon, external: str, app_db: AppDb):
+    bad = app_db.execute("INSERT INTO tasks (title) VALUES ('   ')")  # the API refuses blank titles
+    app_db.execute("INSERT INTO tasks (title) VALUES ('good')")
+    await daemon.start()
+    await eventually(lambda: _has(external, ["good"]), what="the good record syncs")
+
+    async def parked() -> bool:
+        metrics = await daemon.metrics()
+        return metrics.get('tandem_links{binding="tasks",state="error"}') == 1
+
+    await eventually(parked, what="the bad record parked")
+    app_db.execute("INSERT INTO tasks (title) VALUES ('later')")
+    await eventually(lambda: _has(external, ["good", "later"]), what="others keep syncing")
+    status = daemon.command("status")
+    assert "title is required" in status.stdout
+
+    app_db.execute("UPDATE tasks SET title = 'fixed' WHERE id = ?", (bad,))
+    await eventually(lambda: _has(external, ["fixed", "good", "later"]), what="the fixed record syncs")
+    assert daemon.stop() == 0
+
+
+async def test_sigterm_exits_zero_and_a_restart_writes_nothing(daemon: Daemon, external: str, app_db: AppDb):
+    for i in range(20):
+        app_db.execute("INSERT INTO tasks (title) VALUES (?)", (f"task {i}",))
+    await seed(external, "tasks", [{"title": f"ext {i}", "completed": False} for i in range(20)])
+    await daemon.start()
+    await eventually(lambda: _count(external, 40), what="initial sync")
+    await eventually(lambda: _app_count(app_db, 40), what="initial sync app")
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert any(line.get("event") == "daemon.stopped" for line in daemon.log_lines())
+
+    await daemon.start()
+
+    async def resynced_twice() -> bool:
+        metrics = await daemon.metrics()
+        return metrics.get('tandem_reconcile_total{binding="tasks",result="success"}', 0) >= 0 and (
+            sum(1 for line in daemon.log_lines() if line.get("event") == "resync.done") >= 4
+        )
+
+    await eventually(resynced_twice, what="two resyncs after the restart")
+    metrics = await daemon.metrics()
+    writes = {k: v for k, v in metrics.items() if k.startswith("tandem_writes_total")}
+    assert all(value == 0 for value in writes.values()), writes
+    assert daemon.stop(signal.SIGINT) == 0
+
+
+async def test_plan_reports_writes_and_writes_nothing(daemon: Daemon, external: str, app_db: AppDb, tmp_path):
+    app_db.execute("INSERT INTO tasks (title) VALUES ('pending push')")
+    await seed(external, "tasks", [{"title": "pending pull", "completed": False}])
+    result = daemon.command("plan", "--json")
+    assert result.returncode == 0, result.stderr
+    assert '"op": "create"' in result.stdout
+    assert '"side": "external"' in result.stdout and '"side": "app"' in result.stdout
+    assert app_db.titles() == ["pending push"]
+    assert await ext_titles(external) == ["pending pull"]
+    assert not (tmp_path / "state.db").exists()
+
+
+async def test_no_secret_reaches_the_output(daemon: Daemon, external: str, app_db: AppDb):
+    app_db.execute("INSERT INTO tasks (title) VALUES ('x')")
+    await daemon.start()
+    await eventually(lambda: _has(external, ["x"]), what="sync")
+    assert daemon.stop() == 0
+    outputs = [daemon.log_text()]
+    for args in (("status",), ("status", "--json"), ("plan",), ("check",)):
+        result = daemon.command(*args)
+        outputs += [result.stdout, result.stderr]
+    assert all(SECRET not in text for text in outputs)
+
+
+async def _has(url: str, titles: list[str]) -> bool:
+    return await ext_titles(url) == sorted(titles)
+
+
+async def _app_has(app_db: AppDb, titles: list[str]) -> bool:
+    return app_db.titles() == sorted(titles)
+
+
+async def _count(url: str, n: int) -> bool:
+    return len(await ext_records(url)) == n
+
+
+async def _app_count(app_db: AppDb, n: int) -> bool:
+    return len(app_db.rows()) == n
