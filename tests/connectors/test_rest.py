@@ -52,7 +52,8 @@ async def _collection(url: str, **spec: Any) -> AsyncIterator[RestCollection]:
 
 
 async def _all(collection: RestCollection) -> list[Any]:
-    records, cursor = [], None
+    records: list[Any] = []
+    cursor: str | None = None
     while True:
         page = await collection.list_page(cursor)
         records.extend(page.records)

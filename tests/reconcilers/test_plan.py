@@ -154,7 +154,7 @@ def test_new_field_missing_from_base_is_not_a_conflict():
 
 VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from(["a", "b", "c"]))
 FIELDS = ("x", "y", "z")
-RECORDS = st.fixed_dictionaries({name: VALUES for name in FIELDS})
+RECORDS = st.fixed_dictionaries(dict.fromkeys(FIELDS, VALUES))
 POLICIES = st.builds(
     lambda directions, conflict, creates, deletes: Policy(
         fields=tuple(
@@ -172,7 +172,7 @@ POLICIES = st.builds(
 )
 
 
-def _apply(decided: Plan, app: dict | None, ext: dict | None, base: dict | None, linked: bool):
+def _apply(decided: Plan, app: Any, ext: Any, base: Any, linked: bool) -> Any:
     """Carry a plan out on in-memory sides, as the reconciler would."""
     sides = {Side.APP: app, Side.EXTERNAL: ext}
     for write in decided.writes:

@@ -2,7 +2,7 @@
 
 import anyio
 import pytest
-from anyio.testing import wait_all_tasks_blocked
+from anyio import wait_all_tasks_blocked
 
 from reconcilers.workqueue import Backoff, WorkQueue
 
