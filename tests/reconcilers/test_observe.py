@@ -90,10 +90,10 @@ def test_unlinked_records_pair_by_match_only_when_unique():
         links=[],
         policy=POLICY,
     )
-    paired = work.observations[(Side.APP, "1")]
+    paired = work.observations[(Side.APP, RecordId("1"))]
     assert paired.twin is not None and paired.twin.id == "x"
     assert (Side.EXTERNAL, "x") not in work.keys  # handled through its app twin
-    ambiguous = work.observations[(Side.APP, "2")]
+    ambiguous = work.observations[(Side.APP, RecordId("2"))]
     assert ambiguous.twin is None and not ambiguous.twin_known
 
 
