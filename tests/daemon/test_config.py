@@ -73,8 +73,8 @@ def test_a_good_file_loads_with_defaults_and_secrets(tmp_path):
     ],
 )  # fmt: skip
 def test_errors_name_the_file_and_the_key(tmp_path, change, expected):
+    old, new = change
     with pytest.raises(ConfigError, match=expected) as caught:
-        old, new = change
         _load(tmp_path, GOOD.replace(old, new, 1))
     assert str(caught.value).startswith(str(tmp_path / "tandem.toml"))
 
