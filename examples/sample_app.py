@@ -274,8 +274,12 @@ def main() -> None:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     sock = config.bind_socket()
+    sock.listen(128)  # accept connections as soon as the port is announced
     print(f"listening on {args.host}:{sock.getsockname()[1]}", flush=True)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # Ctrl-C in the demo reaches the whole process group
     sys.exit(0)
 
 

@@ -194,7 +194,13 @@ def _winner(direction: Direction, *, a: Canon, e: Canon, b: Canon, policy: Polic
     if direction is Direction.TO_EXTERNAL:
         return Side.APP
     if b is MISSING:
-        return policy.conflict.winner  # never agreed before: the policy decides
+        # Never agreed before (a new pair or a new field): a value beats an empty one,
+        # so pairing loses nothing; otherwise the policy decides.
+        if a is None:
+            return Side.EXTERNAL
+        if e is None:
+            return Side.APP
+        return policy.conflict.winner
     if e == b:
         return Side.APP
     if a == b:

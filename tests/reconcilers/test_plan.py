@@ -81,6 +81,12 @@ def test_pairing_without_base_uses_policy_and_records_no_conflict():
     assert not decided.conflicts
 
 
+def test_pairing_keeps_a_value_over_an_empty_one_whatever_the_policy():
+    policy = Policy(fields=(FieldMap("t", "title"), FieldMap("n", "note")))
+    decided = _plan({"t": "a", "n": None}, {"t": "a", "n": "keep"}, None, linked=False, policy=policy)
+    assert decided.writes == (Write(Side.APP, Op.UPDATE, {"n": "keep"}),)
+
+
 def test_pairing_of_equal_records_writes_nothing_but_links():
     decided = _plan({"t": "a"}, {"t": "a"}, None, linked=False)
     assert decided.writes == ()
