@@ -127,16 +127,12 @@ class HttpClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._once(
-                    method, url, params=params, json=json, allow_not_found=allow_not_found
-                )
+                return await self._once(method, url, params=params, json=json, allow_not_found=allow_not_found)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        backoff = min(
-            self.settings.backoff_cap, self.settings.backoff_base * 2.0 ** (state.attempt_number - 1)
-        )
+        backoff = min(self.settings.backoff_cap, self.settings.backoff_base * 2.0 ** (state.attempt_number - 1))
         if isinstance(exc, TransientError) and exc.retry_after is not None:
             return max(backoff, exc.retry_after)
         return backoff
@@ -166,9 +162,7 @@ class HttpClient:
         self._observe(method, str(response.status_code), started)
         return self._check(response, method=method, path=path, allow_not_found=allow_not_found)
 
-    def _check(
-        self, response: httpx.Response, *, method: str, path: str, allow_not_found: bool
-    ) -> httpx.Response:
+    def _check(self, response: httpx.Response, *, method: str, path: str, allow_not_found: bool) -> httpx.Response:
         status = response.status_code
         if 200 <= status < 300 or (status == 404 and allow_not_found):
             return response

@@ -63,9 +63,7 @@ def request_for(spec: Pagination, cursor: str | None) -> PageRequest:
     return PageRequest(url=None, params=params)
 
 
-def next_cursor(
-    spec: Pagination, *, cursor: str | None, response: httpx.Response, body: Any, count: int
-) -> str | None:
+def next_cursor(spec: Pagination, *, cursor: str | None, response: httpx.Response, body: Any, count: int) -> str | None:
     """The cursor of the page after this one, or None when this page was the last."""
     match spec.type:
         case PaginationType.NONE:

@@ -120,9 +120,7 @@ class RestCollection:
             where = f"at {self.spec.records!r}" if self.spec.records else "at the top level"
             raise PermanentError(f"{self.label}: expected a list of records {where}")
         records = [record for item in items if (record := self._record(item)) is not None]
-        following = next_cursor(
-            self.spec.pagination, cursor=cursor, response=response, body=body, count=len(items)
-        )
+        following = next_cursor(self.spec.pagination, cursor=cursor, response=response, body=body, count=len(items))
         return Page(records=records, cursor=following)
 
     async def get(self, record_id: RecordId) -> Record | None:

@@ -173,9 +173,7 @@ class SqliteTable:
     async def changes(self, cursor: str | None) -> ChangeBatch:
         after = int(cursor) if cursor else 0
         # Entries up to the cursor were consumed and the cursor stored: drop them.
-        await self._execute(
-            f"DELETE FROM {quote(LOG_TABLE)} WHERE tbl = ? AND seq <= ?", (self.spec.table, after)
-        )
+        await self._execute(f"DELETE FROM {quote(LOG_TABLE)} WHERE tbl = ? AND seq <= ?", (self.spec.table, after))
         rows = await self._query(
             f"SELECT seq, row_id FROM {quote(LOG_TABLE)} WHERE tbl = ? AND seq > ? ORDER BY seq LIMIT ?",
             (self.spec.table, after, CHANGE_BATCH),

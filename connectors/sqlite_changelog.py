@@ -49,6 +49,4 @@ def remove_statements(table: str) -> list[str]:
     ]
 
 
-DROP_LOG_IF_UNUSED = (
-    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'tandem\\_%' ESCAPE '\\'"
-)
+DROP_LOG_IF_UNUSED = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'tandem\\_%' ESCAPE '\\'"

@@ -130,9 +130,7 @@ async def _open_state_for_reading(stack: AsyncExitStack, path: Path) -> StateSto
     return await stack.enter_async_context(open_state(":memory:"))
 
 
-async def _plan(
-    settings: Settings, config: BindingsFile | None, *, binding: str | None, as_json: bool
-) -> int:
+async def _plan(settings: Settings, config: BindingsFile | None, *, binding: str | None, as_json: bool) -> int:
     config = _need(config)
     if binding is not None:
         config.binding(binding)  # names an unknown binding with a clear error

@@ -157,9 +157,7 @@ class BindingsFile(_Strict):
         raise ConfigError(f"no binding named {name!r}")
 
 
-def _check_connection(
-    config: BindingsFile, binding: str, side: str, name: str, types: tuple[str, ...]
-) -> None:
+def _check_connection(config: BindingsFile, binding: str, side: str, name: str, types: tuple[str, ...]) -> None:
     connection = config.connections.get(name)
     if connection is None:
         raise ValueError(f"binding {binding!r}: {side}.connection {name!r} is not in [connections]")
@@ -205,9 +203,7 @@ def substitute(value: Any, *, path: str, environ: Mapping[str, str], secrets: se
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [
-            substitute(v, path=f"{path}[{i}]", environ=environ, secrets=secrets) for i, v in enumerate(value)
-        ]
+        return [substitute(v, path=f"{path}[{i}]", environ=environ, secrets=secrets) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 

@@ -163,9 +163,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 async def serve(app: Starlette, sock: socket.socket, *, task_status: TaskStatus[uvicorn.Server]) -> None:
     """Serve on an already bound socket; hands back the server (set should_exit to stop)."""
-    config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
-    )
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
     server = _Server(config)
     task_status.started(server)
     await server.serve(sockets=[sock])

@@ -53,8 +53,7 @@ async def run_daemon(settings: Settings, config: BindingsFile) -> None:
             await table.check()
             await table.install_changelog()
         controllers = {
-            binding.name: Controller(binding, store, metrics.sync, timing=timing)
-            for binding in wired.bindings
+            binding.name: Controller(binding, store, metrics.sync, timing=timing) for binding in wired.bindings
         }
         sock = bind(settings.host, settings.port)
         stack.callback(sock.close)

@@ -55,9 +55,7 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         structlog.processors.format_exc_info,
         Redactor(secrets),
-        structlog.dev.ConsoleRenderer(colors=False)
-        if console
-        else structlog.processors.JSONRenderer(default=str),
+        structlog.dev.ConsoleRenderer(colors=False) if console else structlog.processors.JSONRenderer(default=str),
     ]
     structlog.configure(
         processors=processors,

@@ -24,9 +24,7 @@ async def binding_status(store: StateStore, name: str) -> dict[str, Any]:
     counts = await store.counts(name)
     return {
         "name": name,
-        "links": {
-            state: counts.get(state, 0) for state in ("synced", "conflict", "error", "pending", "deleted")
-        },
+        "links": {state: counts.get(state, 0) for state in ("synced", "conflict", "error", "pending", "deleted")},
         "links_total": sum(counts.values()),
         "parked": [link_json(link) for link in await store.parked(name, limit=20)],
         "conflicts_total": await store.conflict_count(name),
@@ -51,7 +49,5 @@ def render_text(statuses: list[dict[str, Any]]) -> str:
                 f" `tandem resync --binding {status['name']} --allow-deletes`"
             )
         for parked in status["parked"]:
-            lines.append(
-                f"  parked: app {parked['app_id']} / external {parked['external_id']}: {parked['error']}"
-            )
+            lines.append(f"  parked: app {parked['app_id']} / external {parked['external_id']}: {parked['error']}")
     return "\n".join(lines)

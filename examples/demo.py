@@ -118,8 +118,10 @@ def run_demo(sample: subprocess.Popen[str], db: Path) -> None:
         print("\nThe app ticks 'Ship v1'; the external app renames 'Book the venue'...")
         wait_for(
             "both changes to cross",
-            lambda: any(r["title"] == "Ship v1" and r["completed"] for r in api("GET", f"{url}/tasks"))
-            and any(title == "Book the bigger venue" for _, title, _ in app_rows(db)),
+            lambda: (
+                any(r["title"] == "Ship v1" and r["completed"] for r in api("GET", f"{url}/tasks"))
+                and any(title == "Book the bigger venue" for _, title, _ in app_rows(db))
+            ),
         )
         print("...and each change shows on the other side:")
         show(db, url)

@@ -13,6 +13,7 @@ styles. Faults (429 with Retry-After, 5xx, stalls) can be switched on through
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import sys
@@ -114,9 +115,7 @@ def build_app(options: Options | None = None) -> Starlette:
                     return None  # a pure delay
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
                 content = fault.body if fault.body is not None else json.dumps({"error": "injected"})
-                return Response(
-                    content, status_code=fault.status, headers=headers, media_type="application/json"
-                )
+                return Response(content, status_code=fault.status, headers=headers, media_type="application/json")
         return None
 
     def collection(request: Request) -> dict[str, dict[str, Any]]:
@@ -276,10 +275,8 @@ def main() -> None:
     sock = config.bind_socket()
     sock.listen(128)  # accept connections as soon as the port is announced
     print(f"listening on {args.host}:{sock.getsockname()[1]}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C in the demo reaches the whole group
         server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass  # Ctrl-C in the demo reaches the whole process group
     sys.exit(0)
 
 

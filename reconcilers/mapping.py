@@ -42,9 +42,7 @@ def view(record: Record, side: Side, policy: Policy) -> dict[str, Canon]:
     """The canonical mapped values of a record from `side`."""
     result: dict[str, Canon] = {}
     for item in policy.fields:
-        raw = (
-            record.fields.get(item.name) if side is Side.APP else read_path(record.fields, item.external_path)
-        )
+        raw = record.fields.get(item.name) if side is Side.APP else read_path(record.fields, item.external_path)
         try:
             result[item.name] = canonical(raw, item.type)
         except CoercionError as exc:
@@ -55,11 +53,7 @@ def view(record: Record, side: Side, policy: Policy) -> dict[str, Canon]:
 
 def writable(values: Values, to: Side, policy: Policy) -> dict[str, Canon]:
     """Only the values whose field direction allows writing them to `to`."""
-    return {
-        item.name: values[item.name]
-        for item in policy.fields
-        if item.name in values and item.direction.allows(to)
-    }
+    return {item.name: values[item.name] for item in policy.fields if item.name in values and item.direction.allows(to)}
 
 
 def native(values: Values, to: Side, policy: Policy) -> dict[str, JSONValue]:

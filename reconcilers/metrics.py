@@ -63,9 +63,7 @@ class SyncMetrics:
             ["binding"],
             registry=registry,
         )
-        self.active_workers = Gauge(
-            "tandem_active_workers", "Workers now reconciling.", ["binding"], registry=registry
-        )
+        self.active_workers = Gauge("tandem_active_workers", "Workers now reconciling.", ["binding"], registry=registry)
         self.writes = Counter(
             "tandem_writes_total", "Writes carried out.", ["binding", "side", "op"], registry=registry
         )

@@ -65,9 +65,7 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 async def current_version(db: aiosqlite.Connection) -> int:
-    async with db.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-    ) as cursor:
+    async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'") as cursor:
         if await cursor.fetchone() is None:
             return 0
     async with db.execute("SELECT MAX(version) FROM schema_version") as cursor:

@@ -137,9 +137,7 @@ def classify(
     return work
 
 
-def _classify_link(
-    link: LinkDigest, *, app: Listing, external: Listing, policy: Policy, work: ResyncWork
-) -> None:
+def _classify_link(link: LinkDigest, *, app: Listing, external: Listing, policy: Policy, work: ResyncWork) -> None:
     a = app.records.get(link.app_id) if link.app_id is not None else None
     e = external.records.get(link.external_id) if link.external_id is not None else None
     app_key = (Side.APP, link.app_id) if link.app_id is not None else None

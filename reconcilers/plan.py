@@ -133,9 +133,7 @@ def _one_gone(survivor_values: Values, *, survivor: Side, base: Values | None, p
             reason=f"recreate-{gone.value}",
         )
     if policy.deletes.allows(survivor):
-        return Plan(
-            writes=(Write(survivor, Op.DELETE),), link=LinkChange.DROP, reason=f"delete-{survivor.value}"
-        )
+        return Plan(writes=(Write(survivor, Op.DELETE),), link=LinkChange.DROP, reason=f"delete-{survivor.value}")
     return Plan(link=LinkChange.TOMBSTONE, reason=f"deletes-to-{survivor.value}-disabled")
 
 
@@ -170,9 +168,7 @@ def merge(*, app: Values, external: Values, base: Values | None, policy: Policy)
         if item.direction is Direction.BOTH and b is not MISSING and a != b and e != b:
             conflicts.append(FieldConflict(item.name, app=a, external=e, base=b, winner=winner))
     writes = tuple(
-        Write(side, Op.UPDATE, values)
-        for side, values in ((Side.APP, to_app), (Side.EXTERNAL, to_external))
-        if values
+        Write(side, Op.UPDATE, values) for side, values in ((Side.APP, to_app), (Side.EXTERNAL, to_external)) if values
     )
     if base is None:
         link, reason = LinkChange.SAVE, "pair"

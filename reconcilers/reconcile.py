@@ -373,9 +373,7 @@ class Reconciler:
                 )  # fmt: skip
             case LinkChange.SAVE:
                 assert row is not None
-                await self.store.settle(
-                    row, app_id=app_id, external_id=ext_id, state=state, base=decided.base, now=now
-                )
+                await self.store.settle(row, app_id=app_id, external_id=ext_id, state=state, base=decided.base, now=now)
             case LinkChange.KEEP:
                 pass
 

@@ -160,10 +160,7 @@ class StateStore:
             raise LinkTaken(f"app id {app_id!r} or external id {external_id!r} is linked") from exc
 
     async def mark_pending(self, row: int, *, side: Side, values: dict[str, Canon], now: float) -> None:
-        sql = (
-            "UPDATE links SET state = 'pending', intent_side = ?, intent_values = ?, updated_at = ?"
-            " WHERE row = ?"
-        )
+        sql = "UPDATE links SET state = 'pending', intent_side = ?, intent_values = ?, updated_at = ? WHERE row = ?"
         await self._db.execute(sql, (side.value, _json(values), now, row))
 
     async def park(self, row: int, *, error: str, failed_fingerprint: str | None, now: float) -> None:
@@ -211,8 +208,7 @@ class StateStore:
 
     async def parked(self, binding: str, *, limit: int = 50) -> list[Link]:
         sql = (
-            f"SELECT {_LINK_COLUMNS} FROM links WHERE binding = ? AND state = 'error'"
-            " ORDER BY updated_at DESC LIMIT ?"
+            f"SELECT {_LINK_COLUMNS} FROM links WHERE binding = ? AND state = 'error' ORDER BY updated_at DESC LIMIT ?"
         )
         async with self._db.execute(sql, (binding, limit)) as cursor:
             return [_to_link(row) async for row in cursor]
@@ -287,10 +283,7 @@ class StateStore:
         await self._db.execute(sql, (binding, source, value))
 
     async def binding_state(self, binding: str) -> BindingState:
-        sql = (
-            "SELECT deletes_blocked, blocked_at, last_resync_at, last_resync_result"
-            " FROM bindings WHERE binding = ?"
-        )
+        sql = "SELECT deletes_blocked, blocked_at, last_resync_at, last_resync_result FROM bindings WHERE binding = ?"
         async with self._db.execute(sql, (binding,)) as cursor:
             row = await cursor.fetchone()
         return BindingState(*row) if row else BindingState()

@@ -15,9 +15,7 @@ pytestmark = pytest.mark.anyio
 def app_db(tmp_path: Path) -> Path:
     path = tmp_path / "app.db"
     with sqlite3.connect(path) as db:
-        db.execute(
-            "CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT NOT NULL, done INTEGER, meta TEXT)"
-        )
+        db.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT NOT NULL, done INTEGER, meta TEXT)")
         db.execute('CREATE TABLE "odd name" ("the id" TEXT PRIMARY KEY, title TEXT)')
     return path
 

@@ -12,9 +12,7 @@ from tests.support.servers import inject
 pytestmark = pytest.mark.anyio
 
 
-async def test_an_emptied_external_collection_deletes_nothing_until_an_operator_allows(
-    daemon, external, app_db
-):
+async def test_an_emptied_external_collection_deletes_nothing_until_an_operator_allows(daemon, external, app_db):
     for i in range(10):
         app_db.execute("INSERT INTO tasks (title) VALUES (?)", (f"task {i}",))
     await daemon.start()

@@ -61,9 +61,7 @@ async def test_updates_and_deletes_flow_both_ways(daemon: Daemon, external: str,
     third = next(r for r in await ext_records(external) if r["title"] == "third")
     async with httpx.AsyncClient() as client:
         await client.patch(f"{external}/tasks/{third['id']}", json={"title": "third, renamed"})
-    await eventually(
-        lambda: _app_has(app_db, ["first, renamed", "second", "third, renamed"]), what="external update"
-    )
+    await eventually(lambda: _app_has(app_db, ["first, renamed", "second", "third, renamed"]), what="external update")
 
     app_db.execute("DELETE FROM tasks WHERE title = 'second'")
     await eventually(lambda: _has(external, ["first, renamed", "third, renamed"]), what="app delete")

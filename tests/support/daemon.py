@@ -129,9 +129,7 @@ class Daemon:
 
     async def start(self) -> None:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [TANDEM, "run"], env=self.env, cwd=self.workdir, stdout=log, stderr=log
-        )
+        self.process = subprocess.Popen([TANDEM, "run"], env=self.env, cwd=self.workdir, stdout=log, stderr=log)
         await eventually(self.ready, what="readyz")
 
     async def ready(self) -> bool:
