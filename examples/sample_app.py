@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import socket
 import sys
 import time
 import uuid
@@ -272,7 +273,10 @@ def main() -> None:
     app = build_app(Options(pagination=args.pagination, envelope=args.envelope, ids=args.ids))
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
-    sock = config.bind_socket()
+    # IPPROTO_TCP explicitly: asyncio disables Nagle only on sockets that declare it.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
     sock.listen(128)  # accept connections as soon as the port is announced
     print(f"listening on {args.host}:{sock.getsockname()[1]}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C in the demo reaches the whole group
