@@ -137,6 +137,7 @@ def build_app(options: Options | None = None) -> Starlette:
         return _page(store, request, records)
 
     async def create(request: Request) -> Response:
+        await request.body()  # read first: a slow create still completes if the client left
         if (faulty := await guard(request)) is not None:
             return faulty
         try:
@@ -151,6 +152,7 @@ def build_app(options: Options | None = None) -> Starlette:
         return JSONResponse(_wrap(store, record), status_code=201)
 
     async def item(request: Request) -> Response:
+        await request.body()
         if (faulty := await guard(request)) is not None:
             return faulty
         records = collection(request)

@@ -98,3 +98,57 @@ def test_a_missing_app_table_exits_2(daemon: Daemon, app_db):
     result = daemon.command("plan")
     assert result.returncode == 2
     assert "table 'tasks' does not exist" in result.stderr
+
+
+async def test_a_create_cut_off_by_shutdown_is_settled_on_restart_without_a_twin(daemon, external, app_db):
+    daemon.env["TANDEM_SHUTDOWN_TIMEOUT"] = "0.5"
+    await daemon.start()
+    # The API takes 3 s to create: shutdown abandons the request, the server still creates.
+    await inject(external, status=0, delay=3.0, count=1, methods=["POST"])
+    app_db.execute("INSERT INTO tasks (title) VALUES ('interrupted')")
+
+    async def in_flight() -> bool:
+        metrics = await daemon.metrics()
+        return metrics.get('tandem_active_workers{binding="tasks"}', 0) >= 1
+
+    await eventually(in_flight, what="the create to be in flight")
+    assert daemon.stop(signal.SIGTERM) == 0
+    status = daemon.command("status", "--json")
+    assert '"pending": 1' in status.stdout  # the write intent outlived the process
+
+    async def created_by_server() -> bool:
+        return len(await ext_records(external)) == 1
+
+    await eventually(created_by_server, what="the server to finish the abandoned create")
+    await daemon.start()
+
+    async def settled() -> bool:
+        status = daemon.command("status", "--json")
+        return '"synced": 1' in status.stdout and '"pending": 0' in status.stdout
+
+    await eventually(settled, what="the intent settled by lookup")
+    assert [r["title"] for r in await ext_records(external)] == ["interrupted"]  # no twin
+    assert daemon.stop() == 0
+
+
+async def test_link_api_reads_pairs_and_unlinks(daemon, external, app_db):
+    app_db.execute("INSERT INTO tasks (title) VALUES ('linked')")
+    await daemon.start()
+
+    async def pushed() -> list:
+        return await ext_records(external)
+
+    (record,) = await eventually(pushed, what="the push")
+    async with httpx.AsyncClient(base_url=daemon.url) as client:
+        link = (await client.get("/api/bindings/tasks/links", params={"app_id": "1"})).json()
+        assert link["external_id"] == str(record["id"])
+        assert link["state"] == "synced"
+        taken = await client.put("/api/bindings/tasks/links", json={"app_id": "1", "external_id": "999"})
+        assert taken.status_code == 409
+        assert (await client.delete("/api/bindings/tasks/links", params={"app_id": "1"})).status_code == 204
+        assert (await client.get("/api/bindings/tasks/links", params={"app_id": "1"})).status_code == 404
+        paired = await client.put("/api/bindings/tasks/links", json={"app_id": 1, "external_id": record["id"]})
+        assert paired.status_code == 201
+        assert (await client.get("/api/bindings/nope/links", params={"app_id": "1"})).status_code == 404
+    assert len(await ext_records(external)) == 1
+    assert daemon.stop() == 0
