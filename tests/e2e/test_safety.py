@@ -1,6 +1,7 @@
 """The mass-delete guard, graceful shutdown with work in flight, and the CLI's exit codes."""
 
 import signal
+from typing import Any
 
 import httpx
 import pytest
@@ -135,7 +136,7 @@ async def test_link_api_reads_pairs_and_unlinks(daemon, external, app_db):
     app_db.execute("INSERT INTO tasks (title) VALUES ('linked')")
     await daemon.start()
 
-    async def pushed() -> list:
+    async def pushed() -> list[dict[str, Any]]:
         return await ext_records(external)
 
     (record,) = await eventually(pushed, what="the push")
