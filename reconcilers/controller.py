@@ -52,6 +52,7 @@ class Controller:
         self._resync_lock = anyio.Lock()
         self._allow_deletes = False
         self._retry_parked = False
+        self._touched: set[Key] = set()  # keys the change feeds reported since the last resync began
         self._active = metrics.active_workers.labels(self.name)
 
     # --- intake ------------------------------------------------------------------
@@ -62,6 +63,7 @@ class Controller:
             self.reconciler.observations[key] = Observation(observed)
         else:
             self.reconciler.forget_observation(key)
+        self._touched.add(key)
         self.queue.add(key)
 
     def request_resync(self, *, allow_deletes: bool = False) -> None:
@@ -185,6 +187,7 @@ class Controller:
             started = time.perf_counter()
             if retry_parked:
                 await self.store.retry_parked(self.name)
+            self._touched = set()
             observed = await observe(
                 name=self.name,
                 app=self.binding.app,
@@ -193,8 +196,12 @@ class Controller:
                 policy=self.binding.policy,
                 allow_deletes=allow_deletes,
             )
-            for key, observation in observed.work.observations.items():
-                self.reconciler.observations[key] = observation
+            # Older sightings are dropped (their keys fall back to a read), and so are this
+            # resync's sightings of keys a change feed reported while the listings ran.
+            self.reconciler.observations.clear()
+            self.reconciler.observations.update(
+                (key, seen) for key, seen in observed.work.observations.items() if key not in self._touched
+            )
             for key in observed.work.keys:
                 self.queue.add(key)
             await self._record_resync(observed, seconds=time.perf_counter() - started)

@@ -226,6 +226,8 @@ class Reconciler:
         if not self.policy.match:
             return None
         if hint is not None and hint.record.id == source.id:
+            if hint.twin is not None:
+                self.forget_observation((side.other, hint.twin.id))
             return hint.twin  # the resync compared complete listings moments ago
         try:
             values = view(source, side, self.policy)
