@@ -79,12 +79,10 @@ class HttpClient:
         settings: HttpSettings,
         *,
         observer: RequestObserver = ignore_request,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self._observer = observer
-        self._transport = transport
         self._limiter = RateLimiter(settings.rate_limit)
         self._client: httpx.AsyncClient | None = None
         self._origin = urlsplit(settings.base_url)[:2]
@@ -95,7 +93,6 @@ class HttpClient:
                 base_url=self.settings.base_url.rstrip("/") + "/",
                 headers=dict(self.settings.headers),
                 timeout=self.settings.timeout,
-                transport=self._transport,
                 follow_redirects=False,
             )
 

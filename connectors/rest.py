@@ -67,10 +67,9 @@ class RestConnection:
         settings: HttpSettings,
         *,
         observer: RequestObserver = ignore_request,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._name = name
-        self.client = HttpClient(name, settings, observer=observer, transport=transport)
+        self.client = HttpClient(name, settings, observer=observer)
 
     @property
     def name(self) -> str:

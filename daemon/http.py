@@ -20,7 +20,7 @@ from connectors.base import RecordId
 from daemon.metrics import Metrics
 from daemon.status import binding_status, link_json
 from reconcilers.controller import Controller
-from reconcilers.model import LinkState, Side
+from reconcilers.model import Link, LinkState, Side
 from reconcilers.state import LinkTaken, StateStore
 
 TRUE = {"1", "true", "yes", "on"}
@@ -62,7 +62,7 @@ def build_app(*, controllers: Mapping[str, Controller], store: StateStore, metri
         controller.request_resync(allow_deletes=allow)
         return JSONResponse({"binding": controller.name, "allow_deletes": allow}, status_code=202)
 
-    async def get_link(request: Request) -> Response:
+    async def find_link(request: Request) -> tuple[Controller, Link] | Response:
         controller = controller_of(request)
         if controller is None:
             return _error(404, "no such binding")
@@ -72,7 +72,13 @@ def build_app(*, controllers: Mapping[str, Controller], store: StateStore, metri
         link = await store.link_for(controller.name, side, record_id)
         if link is None:
             return _error(404, "no link")
-        return JSONResponse(link_json(link))
+        return controller, link
+
+    async def get_link(request: Request) -> Response:
+        found = await find_link(request)
+        if isinstance(found, Response):
+            return found
+        return JSONResponse(link_json(found[1]))
 
     async def put_link(request: Request) -> Response:
         controller = controller_of(request)
@@ -110,16 +116,10 @@ def build_app(*, controllers: Mapping[str, Controller], store: StateStore, metri
         return JSONResponse(link_json(link), status_code=201)
 
     async def delete_link(request: Request) -> Response:
-        controller = controller_of(request)
-        if controller is None:
-            return _error(404, "no such binding")
-        side, record_id = _id_param(request.query_params)
-        if side is None or record_id is None:
-            return _error(400, "give app_id or external_id")
-        link = await store.link_for(controller.name, side, record_id)
-        if link is None:
-            return _error(404, "no link")
-        await store.drop(link.row)
+        found = await find_link(request)
+        if isinstance(found, Response):
+            return found
+        await store.drop(found[1].row)
         return Response(status_code=204)
 
     return Starlette(

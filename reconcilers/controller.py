@@ -57,10 +57,12 @@ class Controller:
 
     # --- intake ------------------------------------------------------------------
 
-    def enqueue(self, key: Key, observed: Record | None = None) -> None:
-        """A source says this key changed; what it saw (if anything) replaces older sightings."""
+    def enqueue(self, key: Key, observed: Record | None = None, *, seen_at: float = 0.0) -> None:
+        """A source says this key changed; what it saw (if anything) replaces older sightings.
+
+        `seen_at` is when the source began reading (a sighting is no newer than that)."""
         if observed is not None:
-            self.reconciler.observations[key] = Observation(observed)
+            self.reconciler.observations[key] = (Observation(observed), seen_at)
         else:
             self.reconciler.forget_observation(key)
         self._touched.add(key)
@@ -200,7 +202,9 @@ class Controller:
             # resync's sightings of keys a change feed reported while the listings ran.
             self.reconciler.observations.clear()
             self.reconciler.observations.update(
-                (key, seen) for key, seen in observed.work.observations.items() if key not in self._touched
+                (key, (seen, observed.listed_at))
+                for key, seen in observed.work.observations.items()
+                if key not in self._touched
             )
             for key in observed.work.keys:
                 self.queue.add(key)
@@ -241,6 +245,7 @@ class Controller:
         source = f"{side.value}-changes"
         cursor = await self.store.cursor(self.name, source)
         while True:
+            started = time.time()
             try:
                 batch = await collection.changes(cursor)
             except ConnectorError as exc:
@@ -249,7 +254,7 @@ class Controller:
                 continue
             seen = {record.id: record for record in batch.records}
             for record_id in batch.ids:
-                self.enqueue((side, record_id), seen.get(record_id))
+                self.enqueue((side, record_id), seen.get(record_id), seen_at=started)
             if batch.cursor != cursor:
                 await self.store.set_cursor(self.name, source, batch.cursor)
                 cursor = batch.cursor

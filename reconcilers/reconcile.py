@@ -148,7 +148,8 @@ class Reconciler:
         self._clock = clock
         self._on_write = on_write
         self._locks = _PairLocks()
-        self.observations: dict[Key, Observation] = {}
+        self.observations: dict[Key, tuple[Observation, float]] = {}
+        """Records as a listing or a feed saw them, and when that read began."""
 
     @property
     def policy(self) -> Policy:
@@ -177,7 +178,7 @@ class Reconciler:
             record_id = key[1] if side is key[0] else scene.id(side)
             if record_id is None:
                 continue
-            observed = self.observations.pop((side, record_id), None)
+            observed = self._fresh_observation((side, record_id), link)
             if observed is not None:
                 scene.set(side, observed.record)
                 if observed.twin_known:
@@ -220,6 +221,17 @@ class Reconciler:
             policy=self.policy,
         )
         return await self._apply(decided, scene)
+
+    def _fresh_observation(self, key: Key, link: Link | None) -> Observation | None:
+        """A sighting that is still news; one older than the link's last change is stale
+        (tandem wrote since), and the record is read again instead."""
+        found = self.observations.pop(key, None)
+        if found is None:
+            return None
+        observed, seen_at = found
+        if link is not None and link.updated_at is not None and seen_at < link.updated_at:
+            return None
+        return observed
 
     async def _lookup_twin(self, source: Record, side: Side, hint: Observation | None) -> Record | None:
         """The unlinked record on the other side that this one is, by its match fields."""

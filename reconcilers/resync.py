@@ -45,6 +45,8 @@ class Observed:
     links: int
     work: ResyncWork
     blocked: tuple[Key, ...]
+    listed_at: float
+    """When the listings began: their records are no newer than this."""
 
     @property
     def complete(self) -> bool:
@@ -84,4 +86,4 @@ async def observe(
         blocked = tuple(work.deletions)
         held = set(blocked)
         work.keys = [key for key in work.keys if key not in held]
-    return Observed(listings["app"], listings["external"], len(digests), work, blocked)
+    return Observed(listings["app"], listings["external"], len(digests), work, blocked, listed_since)

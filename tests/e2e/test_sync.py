@@ -1,5 +1,6 @@
 """tandem run as a process, an SQLite app table and the sample app over loopback."""
 
+import re
 import signal
 from typing import Any
 
@@ -68,7 +69,35 @@ async def test_updates_and_deletes_flow_both_ways(daemon: Daemon, external: str,
     async with httpx.AsyncClient() as client:
         await client.delete(f"{external}/tasks/{third['id']}")
     await eventually(lambda: _app_has(app_db, ["first, renamed"]), what="external delete")
+
+    expected = {
+        ("external", "create"): 2, ("app", "create"): 1, ("external", "update"): 1,
+        ("app", "update"): 1, ("external", "delete"): 1, ("app", "delete"): 1,
+    }  # fmt: skip
+    assert await _writes(daemon) == expected
+    resyncs = _resyncs(daemon)
+
+    async def two_more_resyncs() -> bool:
+        return _resyncs(daemon) >= resyncs + 2
+
+    await eventually(two_more_resyncs, what="two more resyncs")
+    # The change notifications of tandem's own writes came back and changed nothing.
+    assert await _writes(daemon) == expected
     assert daemon.stop() == 0
+
+
+async def _writes(daemon: Daemon) -> dict[tuple[str, str], int]:
+    metrics = await daemon.metrics()
+    found = {}
+    for name, value in metrics.items():
+        match = re.match(r'tandem_writes_total\{binding="tasks",op="(\w+)",side="(\w+)"\}', name)
+        if match and value:
+            found[(match.group(2), match.group(1))] = int(value)
+    return found
+
+
+def _resyncs(daemon: Daemon) -> int:
+    return sum(1 for line in daemon.log_lines() if line.get("event") == "resync.done")
 
 
 async def test_conflict_is_resolved_by_policy_and_counted(daemon: Daemon, external: str, app_db: AppDb):
