@@ -29,7 +29,7 @@ from connectors.base import (
 )
 from reconcilers.canonical import Canon
 from reconcilers.mapping import MappingError, match_values, matching, native, view, writable
-from reconcilers.model import Link, LinkState, Op, Policy, Side
+from reconcilers.model import Link, LinkState, Op, Policy, Side, Values
 from reconcilers.observe import Key, Observation
 from reconcilers.plan import FieldConflict, LinkChange, Plan, Write, plan
 from reconcilers.state import LinkTaken, StateStore
@@ -246,18 +246,27 @@ class Reconciler:
         except MappingError:
             return None  # parked by the mapping step that follows
         other = side.other
-        found = await self.binding.side(other).find(match_values(values, self.policy, other))
-        candidates = []
-        for record in matching(found, values, other, self.policy):
-            if await self.store.link_for(self.binding.name, other, record.id) is None:
-                candidates.append(record)
-        if len(candidates) > 1:
-            ids = ", ".join(sorted(str(c.id) for c in candidates)[:5])
+        candidates = await self._unlinked_matches(values, on=other)
+        if not candidates:
+            return None
+        # Ambiguity is symmetric: the twin must also match no other record on this side.
+        rivals = await self._unlinked_matches(values, on=side) if len(candidates) == 1 else []
+        if len(candidates) > 1 or len(rivals) > 1:
+            many, where = (candidates, other) if len(candidates) > 1 else (rivals, side)
+            ids = ", ".join(sorted(str(c.id) for c in many)[:5])
             raise _Ambiguous(
-                f"{len(candidates)} {other.value} records match on {', '.join(self.policy.match)}"
-                f" ({ids}); pair one with PUT /api/bindings/{self.binding.name}/links"
+                f"{len(many)} {where.value} records match on {', '.join(self.policy.match)}"
+                f" ({ids}); pair the right ones with PUT /api/bindings/{self.binding.name}/links"
             )
-        return candidates[0] if candidates else None
+        return candidates[0]
+
+    async def _unlinked_matches(self, values: Values, *, on: Side) -> list[Record]:
+        found = await self.binding.side(on).find(match_values(values, self.policy, on))
+        return [
+            record
+            for record in matching(found, values, on, self.policy)
+            if await self.store.link_for(self.binding.name, on, record.id) is None
+        ]
 
     async def _create_in_flight(self, record: Record, side: Side, *, own: Link | None) -> Result | None:
         """Wait if this record may be the product of one of our own creates under way.

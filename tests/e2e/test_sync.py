@@ -208,3 +208,62 @@ async def _count(url: str, n: int) -> bool:
 
 async def _app_count(app_db: AppDb, n: int) -> bool:
     return len(app_db.rows()) == n
+
+
+async def test_a_deletion_against_an_edit_recreates_the_record(daemon: Daemon, external: str, app_db: AppDb):
+    row = app_db.execute("INSERT INTO tasks (title) VALUES ('keep me')")
+    await daemon.start()
+    await eventually(lambda: _has(external, ["keep me"]), what="initial sync")
+    assert daemon.stop() == 0
+    (record,) = await ext_records(external)
+    async with httpx.AsyncClient() as client:
+        await client.delete(f"{external}/tasks/{record['id']}")
+    app_db.execute("UPDATE tasks SET note = 'edited while the twin was deleted' WHERE id = ?", (row,))
+    await daemon.start()
+
+    async def recreated() -> bool:
+        records = await ext_records(external)
+        return len(records) == 1 and records[0]["note"] == "edited while the twin was deleted"
+
+    await eventually(recreated, what="the edit to win over the deletion")
+    assert records_differ(record, (await ext_records(external))[0])
+    metrics = await daemon.metrics()
+    assert metrics['tandem_conflicts_total{binding="tasks"}'] == 1
+    assert len(app_db.rows()) == 1
+    assert daemon.stop() == 0
+
+
+def records_differ(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    return before["id"] != after["id"]
+
+
+async def test_an_ambiguous_match_waits_for_an_operator(daemon: Daemon, external: str, app_db: AppDb):
+    app_db.execute("INSERT INTO tasks (title) VALUES ('twice')")
+    twins = await seed(external, "tasks", [{"title": "twice", "completed": False}] * 2)
+    await daemon.start()
+
+    async def parked() -> bool:
+        metrics = await daemon.metrics()
+        return metrics.get('tandem_links{binding="tasks",state="error"}') == 3
+
+    await eventually(parked, what="all three records parked as ambiguous")
+    assert "records match on title" in daemon.command("status").stdout
+    assert len(await ext_records(external)) == 2  # nothing was created or paired by guess
+    async with httpx.AsyncClient(base_url=daemon.url) as client:
+        response = await client.put(
+            "/api/bindings/tasks/links", json={"app_id": "1", "external_id": str(twins[0]["id"])}
+        )
+        assert response.status_code == 201
+
+    async def paired() -> bool:
+        result = daemon.command("status", "--json")
+        return '"synced": 1' in result.stdout
+
+    await eventually(paired, what="the operator's pairing")
+    assert daemon.command("resync").returncode == 0  # retries what is still parked
+
+    async def second_mirrored() -> bool:
+        return len(app_db.rows()) == 2
+
+    await eventually(second_mirrored, what="the other external record to get its own app twin")
+    assert daemon.stop() == 0
