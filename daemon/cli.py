@@ -22,7 +22,7 @@ import structlog
 from connectors.base import ConfigurationError, ConnectorError
 from daemon.config import BindingsFile, ConfigError, load_config
 from daemon.lifecycle import run_daemon
-from daemon.logs import configure_logging
+from daemon.logs import Redactor, configure_logging
 from daemon.settings import Settings, SettingsError, load_settings
 from daemon.status import binding_status, render_text
 from daemon.wiring import wire
@@ -86,9 +86,9 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging(level=settings.log_level, fmt=settings.log_format, stream=stream, secrets=secrets)
     handlers: dict[str, Callable[[], Awaitable[int]]] = {
-        "run": lambda: _run(settings, config),
+        "run": lambda: _run(settings, config, secrets),
         "plan": lambda: _plan(settings, config, binding=args.binding, as_json=as_json),
-        "status": lambda: _status(settings, config, as_json=as_json),
+        "status": lambda: _status(settings, config, as_json=as_json, redactor=Redactor(secrets)),
         "check": lambda: _check(config),
         "resync": lambda: _resync(settings, binding=args.binding, allow=args.allow_deletes),
         "changelog": lambda: _changelog(config, action=args.action, binding=args.binding),
@@ -118,8 +118,8 @@ def _need(config: BindingsFile | None) -> BindingsFile:
     return config
 
 
-async def _run(settings: Settings, config: BindingsFile | None) -> int:
-    await run_daemon(settings, _need(config))
+async def _run(settings: Settings, config: BindingsFile | None, secrets: set[str]) -> int:
+    await run_daemon(settings, _need(config), redactor=Redactor(secrets))
     return EXIT_OK
 
 
@@ -161,11 +161,12 @@ async def _plan(settings: Settings, config: BindingsFile | None, *, binding: str
     return EXIT_OK
 
 
-async def _status(settings: Settings, config: BindingsFile | None, *, as_json: bool) -> int:
+async def _status(settings: Settings, config: BindingsFile | None, *, as_json: bool, redactor: Redactor) -> int:
     config = _need(config)
     async with AsyncExitStack() as stack:
         store = await _open_state_for_reading(stack, settings.state)
-        statuses = [await binding_status(store, b.name) for b in config.bindings]
+        # Stored errors quote what an API answered, which could echo a credential.
+        statuses = [redactor.clean(await binding_status(store, b.name)) for b in config.bindings]
     if as_json:
         print(json.dumps({"bindings": statuses}, default=str))
     else:

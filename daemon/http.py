@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connectors.base import RecordId
+from daemon.logs import Redactor
 from daemon.metrics import Metrics
 from daemon.status import binding_status, link_json
 from reconcilers.controller import Controller
@@ -30,7 +31,12 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def build_app(*, controllers: Mapping[str, Controller], store: StateStore, metrics: Metrics) -> Starlette:
+def build_app(
+    *, controllers: Mapping[str, Controller], store: StateStore, metrics: Metrics, redactor: Redactor
+) -> Starlette:
+    """The routes. Link and status answers pass through `redactor`: a stored error quotes
+    what an API answered, which could echo a credential."""
+
     def controller_of(request: Request) -> Controller | None:
         return controllers.get(request.path_params["name"])
 
@@ -52,7 +58,7 @@ def build_app(*, controllers: Mapping[str, Controller], store: StateStore, metri
             status = await binding_status(store, name)
             status["queue_depth"] = len(controller.queue)
             result.append(status)
-        return JSONResponse({"bindings": result})
+        return JSONResponse(redactor.clean({"bindings": result}))
 
     async def resync(request: Request) -> Response:
         controller = controller_of(request)
@@ -78,7 +84,7 @@ def build_app(*, controllers: Mapping[str, Controller], store: StateStore, metri
         found = await find_link(request)
         if isinstance(found, Response):
             return found
-        return JSONResponse(link_json(found[1]))
+        return JSONResponse(redactor.clean(link_json(found[1])))
 
     async def put_link(request: Request) -> Response:
         controller = controller_of(request)

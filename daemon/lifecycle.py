@@ -17,6 +17,7 @@ import uvicorn
 
 from daemon.config import BindingsFile
 from daemon.http import bind, build_app, serve
+from daemon.logs import Redactor
 from daemon.metrics import Metrics
 from daemon.settings import Settings
 from daemon.wiring import wire
@@ -37,7 +38,7 @@ async def _watch_signals(stopping: anyio.Event, scope: anyio.CancelScope) -> Non
             stopping.set()
 
 
-async def run_daemon(settings: Settings, config: BindingsFile) -> None:
+async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Redactor) -> None:
     metrics = Metrics()
     timing = Timing(
         workers=settings.workers,
@@ -57,7 +58,7 @@ async def run_daemon(settings: Settings, config: BindingsFile) -> None:
         }
         sock = bind(settings.host, settings.port)
         stack.callback(sock.close)
-        app = build_app(controllers=controllers, store=store, metrics=metrics)
+        app = build_app(controllers=controllers, store=store, metrics=metrics, redactor=redactor)
         stopping = anyio.Event()
         signals = anyio.CancelScope()
         async with anyio.create_task_group() as root:

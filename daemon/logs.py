@@ -25,18 +25,21 @@ class Redactor:
     def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
         if not self._secrets:
             return event
-        return {key: self._clean(value) for key, value in event.items()}
+        return {key: self.clean(value) for key, value in event.items()}
 
-    def _clean(self, value: Any) -> Any:
+    def clean(self, value: Any) -> Any:
+        """`value` (a string, or lists and dicts of them) with every secret masked."""
+        if not self._secrets:
+            return value
         if isinstance(value, str):
             for secret in self._secrets:
                 if secret in value:
                     value = value.replace(secret, "***")
             return value
         if isinstance(value, list | tuple):
-            return [self._clean(v) for v in value]
+            return [self.clean(v) for v in value]
         if isinstance(value, dict):
-            return {k: self._clean(v) for k, v in value.items()}
+            return {k: self.clean(v) for k, v in value.items()}
         return value
 
 

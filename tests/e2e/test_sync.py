@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.support.daemon import SECRET, AppDb, Daemon, eventually
-from tests.support.servers import seed
+from tests.support.servers import inject, seed
 
 pytestmark = pytest.mark.anyio
 
@@ -183,11 +183,25 @@ async def test_plan_reports_writes_and_writes_nothing(daemon: Daemon, external: 
 
 
 async def test_no_secret_reaches_the_output(daemon: Daemon, external: str, app_db: AppDb):
+    # An API that echoes the credential in its error body: the record is parked, and the
+    # stored error must still not show the token anywhere.
+    echo = f'{{"error": "bad request from Bearer {SECRET}"}}'
+    await inject(external, status=422, body=echo, count=1, methods=["POST"])
+    app_db.execute("INSERT INTO tasks (title) VALUES ('refused')")
     app_db.execute("INSERT INTO tasks (title) VALUES ('x')")
     await daemon.start()
-    await eventually(lambda: _has(external, ["x"]), what="sync")
+    await eventually(lambda: _count(external, 1), what="the other record to sync")
+
+    async def parked() -> bool:
+        return "bad request from Bearer ***" in daemon.command("status").stdout
+
+    await eventually(parked, what="the refused record parked, its error masked")
+    async with httpx.AsyncClient(base_url=daemon.url) as client:
+        api_outputs = [(await client.get("/api/bindings")).text]
+        for app_id in ("1", "2"):
+            api_outputs.append((await client.get("/api/bindings/tasks/links", params={"app_id": app_id})).text)
     assert daemon.stop() == 0
-    outputs = [daemon.log_text()]
+    outputs = [daemon.log_text(), *api_outputs]
     for args in (("status",), ("status", "--json"), ("plan",), ("check",)):
         result = daemon.command(*args)
         outputs += [result.stdout, result.stderr]
