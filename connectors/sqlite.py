@@ -183,10 +183,6 @@ class SqliteTable:
         ids = list(dict.fromkeys(RecordId(str(row[1])) for row in rows if row[1] is not None))
         return ChangeBatch(ids=ids, cursor=str(rows[-1][0]), more=len(rows) == CHANGE_BATCH)
 
-    async def latest_change(self) -> str | None:
-        rows = await self._query(f"SELECT MAX(seq) FROM {quote(LOG_TABLE)} WHERE tbl = ?", (self.spec.table,))
-        return str(rows[0][0]) if rows and rows[0][0] is not None else None
-
     # --- reads -------------------------------------------------------------------
 
     async def list_page(self, cursor: str | None) -> Page:

@@ -48,5 +48,3 @@ def remove_statements(table: str) -> list[str]:
         f"DELETE FROM {quote(LOG_TABLE)} WHERE tbl = {literal(table)}"
     ]
 
-
-DROP_LOG_IF_UNUSED = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'tandem\\_%' ESCAPE '\\'"

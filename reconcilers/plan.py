@@ -56,9 +56,6 @@ class Plan:
     def is_noop(self) -> bool:
         return not self.writes and self.link is LinkChange.KEEP
 
-    def write_to(self, side: Side) -> Write | None:
-        return next((w for w in self.writes if w.side is side), None)
-
 
 class _Missing:
     """Marks a field the base does not know (a new field, or a pair never synced)."""

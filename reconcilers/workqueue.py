@@ -180,10 +180,6 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         return len(self._queue)
 
-    @property
-    def shutting_down(self) -> bool:
-        return self._shutting_down
-
     def unfinished_seconds(self) -> tuple[float, float]:
         """Total and longest time the keys now being processed have been running."""
         now = self._clock()
