@@ -47,4 +47,3 @@ def remove_statements(table: str) -> list[str]:
     return [f"DROP TRIGGER IF EXISTS {quote(name)}" for name in trigger_names(table)] + [
         f"DELETE FROM {quote(LOG_TABLE)} WHERE tbl = {literal(table)}"
     ]
-

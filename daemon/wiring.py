@@ -17,9 +17,9 @@ from daemon.config import (
     RestConnectionConfig,
     SqliteConnectionConfig,
 )
+from reconcilers.binding import Binding
 from reconcilers.canonical import FieldType
 from reconcilers.model import DeleteGuard, FieldMap, Policy
-from reconcilers.reconcile import Binding
 
 
 def policy_of(config: BindingConfig) -> Policy:

@@ -17,11 +17,12 @@ import anyio
 import structlog
 
 from connectors.base import ConnectorError, Record, TransientError
+from reconcilers.binding import Binding
 from reconcilers.metrics import SyncMetrics
 from reconcilers.model import Side
 from reconcilers.observe import Key, Observation
 from reconcilers.plan import Write
-from reconcilers.reconcile import Binding, Outcome, Reconciler, Result
+from reconcilers.reconcile import Outcome, Reconciler, Result
 from reconcilers.resync import Observed, observe
 from reconcilers.state import BindingState, StateStore
 from reconcilers.workqueue import WorkQueue

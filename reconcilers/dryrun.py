@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.base import RecordId
+from reconcilers.binding import Binding
 from reconcilers.mapping import MappingError, view
 from reconcilers.model import Link, LinkState, Side
 from reconcilers.observe import Key
 from reconcilers.plan import plan
-from reconcilers.reconcile import Binding
 from reconcilers.resync import Observed, observe
 from reconcilers.state import StateStore
 

@@ -13,21 +13,19 @@ from __future__ import annotations
 import enum
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import anyio
-
 from connectors.base import (
-    Collection,
     ConflictError,
     NotFoundError,
     PermanentError,
     Record,
     RecordId,
 )
+from reconcilers.binding import Binding
 from reconcilers.canonical import Canon
+from reconcilers.locks import PairLocks
 from reconcilers.mapping import MappingError, match_values, matching, native, view, writable
 from reconcilers.model import Link, LinkState, Op, Policy, Side, Values
 from reconcilers.observe import Key, Observation
@@ -58,19 +56,6 @@ class Result:
     requeue_after: float | None = None
     writes: tuple[Write, ...] = ()
     conflicts: tuple[FieldConflict, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Binding:
-    """A binding at run time: its policy and the two collections it keeps in sync."""
-
-    name: str
-    policy: Policy
-    app: Collection
-    external: Collection
-
-    def side(self, side: Side) -> Collection:
-        return self.app if side is Side.APP else self.external
 
 
 def parked_fingerprint(app: Record | None, external: Record | None) -> str:
@@ -113,27 +98,6 @@ class _Scene:
         return self.link.app_id if side is Side.APP else self.link.external_id
 
 
-class _PairLocks:
-    """One lock per link row, so the two keys of one pair never reconcile at once."""
-
-    def __init__(self) -> None:
-        self._locks: dict[int, tuple[anyio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, row: int) -> AsyncIterator[None]:
-        lock, users = self._locks.get(row, (anyio.Lock(), 0))
-        self._locks[row] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[row]
-            if users == 1:
-                del self._locks[row]
-            else:
-                self._locks[row] = (lock, users - 1)
-
-
 class Reconciler:
     def __init__(
         self,
@@ -147,7 +111,7 @@ class Reconciler:
         self.store = store
         self._clock = clock
         self._on_write = on_write
-        self._locks = _PairLocks()
+        self._locks = PairLocks()
         self.observations: dict[Key, tuple[Observation, float]] = {}
         """Records as a listing or a feed saw them, and when that read began."""
 
