@@ -25,8 +25,9 @@ from connectors.base import (
 )
 from reconcilers.binding import Binding
 from reconcilers.canonical import Canon
+from reconcilers.intents import Settled, could_have_made, settle_intent
 from reconcilers.locks import PairLocks
-from reconcilers.mapping import MappingError, match_values, matching, native, view, writable
+from reconcilers.mapping import MappingError, match_values, matching, native, view
 from reconcilers.model import Link, LinkState, Op, Policy, Side, Values
 from reconcilers.observe import Key, Observation
 from reconcilers.plan import FieldConflict, LinkChange, Plan, Write, plan
@@ -242,22 +243,12 @@ class Reconciler:
         now = self._clock()
         for intent in await self.store.pending(self.binding.name, side=side):
             recent = intent.updated_at is not None and now - intent.updated_at < INTENT_WINDOW
-            if recent or self._looks_like(record, side, intent.intent_values or {}):
+            if recent or could_have_made(record, side, intent.intent_values or {}, self.policy):
                 return Result(Outcome.REQUEUE, "create-in-flight", requeue_after=PENDING_RECHECK)
         now_linked = await self.store.link_for(self.binding.name, side, record.id)
         if now_linked is not None and (own is None or now_linked.row != own.row):
             return Result(Outcome.REQUEUE, "linked-meanwhile", requeue_after=0)
         return None
-
-    def _looks_like(self, record: Record, side: Side, values: dict[str, Canon]) -> bool:
-        """Could `record` be the one a create of `values` made? (Match fields, or all.)"""
-        try:
-            seen = view(record, side, self.policy)
-        except MappingError:
-            return False
-        if self.policy.match:
-            return bool(matching([record], values, side, self.policy))
-        return all(seen.get(name) == value for name, value in values.items())
 
     # --- apply -------------------------------------------------------------------
 
@@ -367,52 +358,10 @@ class Reconciler:
     # --- write intents -----------------------------------------------------------
 
     async def _settle_intent(self, link: Link, scene: _Scene) -> Result:
-        """A create was recorded but never confirmed: find out whether it happened."""
-        side = link.intent_side
-        values = link.intent_values or {}
-        assert side is not None
-        collection = self.binding.side(side)
-        if self.policy.match:
-            query = match_values(values, self.policy, side)
-        else:
-            query = native(writable(values, side, self.policy), side, self.policy)
-        found = await collection.find(query)
-        candidates = [
-            record
-            for record in found
-            if self._looks_like(record, side, values)
-            and await self.store.link_for(self.binding.name, side, record.id) is None
-        ]
-        now = self._clock()
-        app_id = link.app_id if side is Side.EXTERNAL else None
-        ext_id = link.external_id if side is Side.APP else None
-        if len(candidates) == 1:
-            found_id = candidates[0].id
-            await self.store.settle(
-                link.row,
-                app_id=app_id if side is Side.EXTERNAL else found_id,
-                external_id=ext_id if side is Side.APP else found_id,
-                state=LinkState.SYNCED,
-                base=dict(values),
-                now=now,
-            )
-            return self._result(Outcome.REQUEUE, "intent-found", scene, after=0.0)
-        if len(candidates) > 1:
-            message = (
-                f"an interrupted create left {len(candidates)} {side.value} records that look"
-                f" like it; pair the right one with PUT /api/bindings/{self.binding.name}/links"
-            )
-            await self.store.park(link.row, error=message, failed_fingerprint=None, now=now)
-            return self._result(Outcome.ERROR, "intent-ambiguous", scene, error=message)
-        # The create never happened: forget the intent and decide afresh.
-        if link.app_id is not None and link.external_id is not None:
-            await self.store.settle(
-                link.row, app_id=link.app_id, external_id=link.external_id,
-                state=LinkState.SYNCED, base=link.base, now=now,
-            )  # fmt: skip
-        else:
-            await self.store.drop(link.row)
-        return self._result(Outcome.REQUEUE, "intent-absent", scene, after=0.0)
+        settled, message = await settle_intent(link, binding=self.binding, store=self.store, now=self._clock())
+        if settled is Settled.AMBIGUOUS:
+            return self._result(Outcome.ERROR, settled.value, scene, error=message)
+        return self._result(Outcome.REQUEUE, settled.value, scene, after=0.0)
 
     # --- parking -----------------------------------------------------------------
 

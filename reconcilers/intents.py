@@ -1,0 +1,80 @@
+"""Write intents: stored before every create, settled by a lookup when one was never confirmed.
+
+A create whose link write did not follow (a crash, a timeout, a shutdown) leaves its
+intent pending. The next look at the record asks the side the create went to for a
+record that a create of the intent's values could have made: exactly one such unlinked
+record is the twin and gets linked; none means the create never happened and the
+record is decided afresh; several wait for an operator. A second create is never the
+answer to not knowing.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from connectors.base import Record
+from reconcilers.binding import Binding
+from reconcilers.canonical import Canon
+from reconcilers.mapping import MappingError, match_values, matching, native, view, writable
+from reconcilers.model import Link, LinkState, Policy, Side
+from reconcilers.state import StateStore
+
+
+class Settled(enum.StrEnum):
+    FOUND = "intent-found"
+    ABSENT = "intent-absent"
+    AMBIGUOUS = "intent-ambiguous"
+
+
+def could_have_made(record: Record, side: Side, values: dict[str, Canon], policy: Policy) -> bool:
+    """Could `record` (on `side`) be what a create of `values` made? By match fields, or all."""
+    try:
+        seen = view(record, side, policy)
+    except MappingError:
+        return False
+    if policy.match:
+        return bool(matching([record], values, side, policy))
+    return all(seen.get(name) == value for name, value in values.items())
+
+
+async def settle_intent(link: Link, *, binding: Binding, store: StateStore, now: float) -> tuple[Settled, str]:
+    side = link.intent_side
+    assert side is not None
+    values = link.intent_values or {}
+    policy = binding.policy
+    if policy.match:
+        query = match_values(values, policy, side)
+    else:
+        query = native(writable(values, side, policy), side, policy)
+    candidates = [
+        record
+        for record in await binding.side(side).find(query)
+        if could_have_made(record, side, values, policy) and await store.link_for(binding.name, side, record.id) is None
+    ]
+    if len(candidates) == 1:
+        found = candidates[0].id
+        await store.settle(
+            link.row,
+            app_id=found if side is Side.APP else link.app_id,
+            external_id=found if side is Side.EXTERNAL else link.external_id,
+            state=LinkState.SYNCED,
+            base=dict(values),
+            now=now,
+        )
+        return Settled.FOUND, f"the interrupted create had happened: linked {side.value} {found}"
+    if candidates:
+        message = (
+            f"an interrupted create left {len(candidates)} {side.value} records that look"
+            f" like it; pair the right one with PUT /api/bindings/{binding.name}/links"
+        )
+        await store.park(link.row, error=message, failed_fingerprint=None, now=now)
+        return Settled.AMBIGUOUS, message
+    if link.app_id is not None and link.external_id is not None:
+        # A recreate that never happened: back to the agreement it started from.
+        await store.settle(
+            link.row, app_id=link.app_id, external_id=link.external_id,
+            state=LinkState.SYNCED, base=link.base, now=now,
+        )  # fmt: skip
+    else:
+        await store.drop(link.row)
+    return Settled.ABSENT, "the interrupted create had not happened"

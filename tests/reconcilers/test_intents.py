@@ -1,0 +1,89 @@
+"""Write intents settled by lookup, against the sample app on loopback and real state."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from connectors.base import RecordId
+from connectors.http import HttpSettings
+from connectors.rest import RestCollectionSpec, RestConnection
+from connectors.sqlite import SqliteConnection, SqliteTableSpec
+from reconcilers.binding import Binding
+from reconcilers.intents import Settled, settle_intent
+from reconcilers.model import FieldMap, Link, LinkState, Policy, Side
+from reconcilers.state import StateStore, open_state
+from tests.support.daemon import AppDb
+from tests.support.servers import sample_app, seed
+
+pytestmark = pytest.mark.anyio
+
+POLICY = Policy(fields=(FieldMap("title", "title"),), match=("title",))
+
+
+@asynccontextmanager
+async def _world(tmp_path: Path) -> AsyncIterator[tuple[Binding, StateStore, str]]:
+    AppDb(tmp_path / "app.db")
+    async with sample_app() as url, open_state(tmp_path / "state.db") as store:
+        rest = RestConnection("api", HttpSettings(base_url=url))
+        app = SqliteConnection("app", tmp_path / "app.db")
+        await rest.open()
+        await app.open()
+        try:
+            binding = Binding(
+                name="tasks",
+                policy=POLICY,
+                app=app.collection(SqliteTableSpec(table="tasks", columns=("title",))),
+                external=rest.collection(RestCollectionSpec(path="/tasks")),
+            )
+            yield binding, store, url
+        finally:
+            await rest.aclose()
+            await app.aclose()
+
+
+async def _pending(store: StateStore) -> int:
+    return await store.insert_link(
+        "tasks", app_id=RecordId("7"), external_id=None, state=LinkState.PENDING, now=1.0,
+        intent_side=Side.EXTERNAL, intent_values={"title": "made"},
+    )  # fmt: skip
+
+
+async def _link(store: StateStore, row: int) -> Link:
+    link = await store.link_by_row(row)
+    assert link is not None
+    return link
+
+
+async def test_a_create_that_happened_is_linked_not_repeated(tmp_path):
+    async with _world(tmp_path) as (binding, store, url):
+        row = await _pending(store)
+        (made,) = await seed(url, "tasks", [{"title": "made"}])
+        await seed(url, "tasks", [{"title": "other"}])
+        settled, _ = await settle_intent(await _link(store, row), binding=binding, store=store, now=2.0)
+        assert settled is Settled.FOUND
+        link = await store.link_by_row(row)
+        assert link is not None
+        assert link.external_id == str(made["id"])
+        assert link.state is LinkState.SYNCED
+
+
+async def test_a_create_that_never_happened_is_forgotten(tmp_path):
+    async with _world(tmp_path) as (binding, store, _):
+        row = await _pending(store)
+        settled, _ = await settle_intent(await _link(store, row), binding=binding, store=store, now=2.0)
+        assert settled is Settled.ABSENT
+        assert await store.link_by_row(row) is None
+
+
+async def test_two_lookalikes_wait_for_an_operator(tmp_path):
+    async with _world(tmp_path) as (binding, store, url):
+        row = await _pending(store)
+        await seed(url, "tasks", [{"title": "made"}, {"title": "made"}])
+        settled, message = await settle_intent(await _link(store, row), binding=binding, store=store, now=2.0)
+        assert settled is Settled.AMBIGUOUS
+        assert "PUT /api/bindings/tasks/links" in message
+        link = await store.link_by_row(row)
+        assert link is not None
+        assert link.state is LinkState.ERROR
