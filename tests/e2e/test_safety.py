@@ -49,12 +49,7 @@ async def test_sigterm_lets_the_reconcile_in_flight_finish(daemon, external, app
     await daemon.start()
     await inject(external, status=0, delay=2.0, count=1, methods=["POST"])  # a slow create
     app_db.execute("INSERT INTO tasks (title) VALUES ('slow one')")
-
-    async def in_flight() -> bool:
-        metrics = await daemon.metrics()
-        return metrics.get('tandem_active_workers{binding="tasks"}', 0) >= 1
-
-    await eventually(in_flight, what="the create to be in flight")
+    await eventually(lambda: _working(daemon), what="the create to be in flight")
     assert daemon.stop(signal.SIGTERM) == 0
     assert [r["title"] for r in await ext_records(external)] == ["slow one"]
     status = daemon.command("status", "--json")
@@ -107,12 +102,7 @@ async def test_a_create_cut_off_by_shutdown_is_settled_on_restart_without_a_twin
     # The API takes 3 s to create: shutdown abandons the request, the server still creates.
     await inject(external, status=0, delay=3.0, count=1, methods=["POST"])
     app_db.execute("INSERT INTO tasks (title) VALUES ('interrupted')")
-
-    async def in_flight() -> bool:
-        metrics = await daemon.metrics()
-        return metrics.get('tandem_active_workers{binding="tasks"}', 0) >= 1
-
-    await eventually(in_flight, what="the create to be in flight")
+    await eventually(lambda: _working(daemon), what="the create to be in flight")
     assert daemon.stop(signal.SIGTERM) == 0
     status = daemon.command("status", "--json")
     assert '"pending": 1' in status.stdout  # the write intent outlived the process
@@ -153,3 +143,8 @@ async def test_link_api_reads_pairs_and_unlinks(daemon, external, app_db):
         assert (await client.get("/api/bindings/nope/links", params={"app_id": "1"})).status_code == 404
     assert len(await ext_records(external)) == 1
     assert daemon.stop() == 0
+
+
+async def _working(daemon: Daemon) -> bool:
+    metrics = await daemon.metrics()
+    return metrics.get('tandem_active_workers{binding="tasks"}', 0) >= 1
