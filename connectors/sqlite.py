@@ -171,15 +171,17 @@ class SqliteTable:
         return bool(rows) and rows[0][0] == len(names)
 
     async def changes(self, cursor: str | None) -> ChangeBatch:
+        """Ids logged after `cursor`. An idle poll is one indexed read and writes nothing."""
         after = int(cursor) if cursor else 0
-        # Entries up to the cursor were consumed and the cursor stored: drop them.
-        await self._execute(f"DELETE FROM {quote(LOG_TABLE)} WHERE tbl = ? AND seq <= ?", (self.spec.table, after))
         rows = await self._query(
             f"SELECT seq, row_id FROM {quote(LOG_TABLE)} WHERE tbl = ? AND seq > ? ORDER BY seq LIMIT ?",
             (self.spec.table, after, CHANGE_BATCH),
         )
         if not rows:
             return ChangeBatch(ids=[], cursor=cursor)
+        if after:
+            # Entries up to the stored cursor were consumed: trim them while there is news.
+            await self._execute(f"DELETE FROM {quote(LOG_TABLE)} WHERE tbl = ? AND seq <= ?", (self.spec.table, after))
         ids = list(dict.fromkeys(RecordId(str(row[1])) for row in rows if row[1] is not None))
         return ChangeBatch(ids=ids, cursor=str(rows[-1][0]), more=len(rows) == CHANGE_BATCH)
 

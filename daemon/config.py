@@ -55,10 +55,20 @@ APP_TYPES = ("sqlite",)
 EXTERNAL_TYPES = ("rest",)
 
 
+class WebhookConfig(_Strict):
+    secret: str | None = None
+    signature_header: str = "X-Tandem-Signature"
+    ids: str = "id"
+    timestamp_header: str | None = None
+    tolerance: Duration = 300.0
+    max_body: Annotated[int, Field(ge=1)] = 1_048_576
+
+
 class AppSideConfig(_Strict):
     connection: str
     table: str
     id: str = "id"
+    webhook: WebhookConfig | None = None
 
 
 class PaginationConfig(_Strict):
@@ -87,6 +97,7 @@ class ExternalSideConfig(_Strict):
     update_method: Literal["PATCH", "PUT"] = "PATCH"
     changed_since: ChangedSinceConfig | None = None
     lookup: Lookup = Lookup.QUERY
+    webhook: WebhookConfig | None = None
 
 
 class FieldConfig(_Strict):
@@ -107,6 +118,8 @@ class BindingConfig(_Strict):
     creates: Flow = Flow.BOTH
     deletes: Flow = Flow.BOTH
     delete_guard: DeleteGuardConfig = DeleteGuardConfig()
+    poll_interval: Duration | None = None
+    resync_interval: Duration | None = None
     app: AppSideConfig
     external: ExternalSideConfig
     fields: Annotated[dict[str, str | FieldConfig], Field(min_length=1)]

@@ -20,6 +20,7 @@ from connectors.base import RecordId
 from daemon.logs import Redactor
 from daemon.metrics import Metrics
 from daemon.status import binding_status, link_json
+from daemon.webhooks import WebhookIntake
 from reconcilers.controller import Controller
 from reconcilers.model import Link, LinkState, Side
 from reconcilers.state import LinkTaken, StateStore
@@ -32,7 +33,12 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def build_app(
-    *, controllers: Mapping[str, Controller], store: StateStore, metrics: Metrics, redactor: Redactor
+    *,
+    controllers: Mapping[str, Controller],
+    store: StateStore,
+    metrics: Metrics,
+    redactor: Redactor,
+    webhooks: WebhookIntake,
 ) -> Starlette:
     """The routes. Link and status answers pass through `redactor`: a stored error quotes
     what an API answered, which could echo a credential."""
@@ -134,6 +140,8 @@ def build_app(
             Route("/readyz", readyz),
             Route("/metrics", metrics_page),
             Route("/api/bindings", bindings),
+            Route("/webhooks/{name}", webhooks.external, methods=["POST"]),
+            Route("/webhooks/{name}/app", webhooks.app, methods=["POST"]),
             Route("/api/bindings/{name}/resync", resync, methods=["POST"]),
             Route("/api/bindings/{name}/links", get_link, methods=["GET"]),
             Route("/api/bindings/{name}/links", put_link, methods=["PUT"]),

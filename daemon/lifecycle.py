@@ -20,8 +20,9 @@ from daemon.http import bind, build_app, serve
 from daemon.logs import Redactor
 from daemon.metrics import Metrics
 from daemon.settings import Settings
-from daemon.wiring import wire
-from reconcilers.controller import Controller, Timing
+from daemon.webhooks import WebhookIntake
+from daemon.wiring import timing_for, webhook_specs, wire
+from reconcilers.controller import Controller
 from reconcilers.state import open_state
 
 log = structlog.get_logger(__name__)
@@ -40,12 +41,6 @@ async def _watch_signals(stopping: anyio.Event, scope: anyio.CancelScope) -> Non
 
 async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Redactor) -> None:
     metrics = Metrics()
-    timing = Timing(
-        workers=settings.workers,
-        poll_interval=settings.poll_interval,
-        resync_interval=settings.resync_interval,
-        reconcile_timeout=settings.reconcile_timeout,
-    )
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_state(settings.state))
         wired = await stack.enter_async_context(wire(config, observer=metrics.observe_request))
@@ -54,11 +49,13 @@ async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Reda
             await table.check()
             await table.install_changelog()
         controllers = {
-            binding.name: Controller(binding, store, metrics.sync, timing=timing) for binding in wired.bindings
+            binding.name: Controller(binding, store, metrics.sync, timing=timing_for(settings, config, binding.name))
+            for binding in wired.bindings
         }
         sock = bind(settings.host, settings.port)
         stack.callback(sock.close)
-        app = build_app(controllers=controllers, store=store, metrics=metrics, redactor=redactor)
+        intake = WebhookIntake(controllers, webhook_specs(config), metrics.registry)
+        app = build_app(controllers=controllers, store=store, metrics=metrics, redactor=redactor, webhooks=intake)
         stopping = anyio.Event()
         signals = anyio.CancelScope()
         async with anyio.create_task_group() as root:

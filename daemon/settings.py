@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     workers: Annotated[int, Field(ge=1, le=256)] = 8
     """Concurrent reconciles per binding."""
     poll_interval: Duration = 5.0
-    """Seconds between change-feed polls."""
+    """Seconds between polls of external change feeds (each poll costs API requests)."""
+    app_poll_interval: Duration = 0.2
+    """Seconds between reads of the app's change log (cheap: an indexed read)."""
     resync_interval: Duration = 300.0
     """Seconds between full resyncs."""
     shutdown_timeout: Duration = 20.0

@@ -16,10 +16,14 @@ from daemon.config import (
     BindingsFile,
     RestConnectionConfig,
     SqliteConnectionConfig,
+    WebhookConfig,
 )
+from daemon.settings import Settings
+from daemon.webhooks import WebhookSpec
 from reconcilers.binding import Binding
 from reconcilers.canonical import FieldType
-from reconcilers.model import DeleteGuard, FieldMap, Policy
+from reconcilers.controller import Timing
+from reconcilers.model import DeleteGuard, FieldMap, Policy, Side
 
 
 def policy_of(config: BindingConfig) -> Policy:
@@ -42,6 +46,38 @@ def policy_of(config: BindingConfig) -> Policy:
             max_fraction=config.delete_guard.max_fraction, min_count=config.delete_guard.min_count
         ),
     )
+
+
+def timing_for(settings: Settings, config: BindingsFile, name: str) -> Timing:
+    """The process-wide intervals, with the binding's own where it sets them."""
+    binding = config.binding(name)
+    return Timing(
+        workers=settings.workers,
+        poll_interval=binding.poll_interval or settings.poll_interval,
+        app_poll_interval=settings.app_poll_interval,
+        resync_interval=binding.resync_interval or settings.resync_interval,
+        reconcile_timeout=settings.reconcile_timeout,
+    )
+
+
+def _webhook(config: WebhookConfig) -> WebhookSpec:
+    return WebhookSpec(
+        secret=config.secret,
+        signature_header=config.signature_header,
+        ids=config.ids,
+        timestamp_header=config.timestamp_header,
+        tolerance=config.tolerance,
+        max_body=config.max_body,
+    )
+
+
+def webhook_specs(config: BindingsFile) -> dict[tuple[str, Side], WebhookSpec]:
+    specs = {}
+    for binding in config.bindings:
+        for side, webhook in ((Side.APP, binding.app.webhook), (Side.EXTERNAL, binding.external.webhook)):
+            if webhook is not None:
+                specs[(binding.name, side)] = _webhook(webhook)
+    return specs
 
 
 def make_connection(

@@ -10,6 +10,7 @@ a requeue comes back after the delay it asked for.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 
@@ -34,9 +35,17 @@ log = structlog.get_logger(__name__)
 class Timing:
     workers: int = 8
     poll_interval: float = 5.0
+    """Between polls of the external changed-since feed (each costs API requests)."""
+    app_poll_interval: float = 0.2
+    """Between polls of the app's change log (an indexed read of its sequence)."""
     resync_interval: float = 300.0
     reconcile_timeout: float = 60.0
     gauge_interval: float = 5.0
+    jitter: float = 0.1
+    """Intervals vary by up to this fraction, so bindings and restarts do not poll in step."""
+
+    def wait(self, interval: float) -> float:
+        return interval * random.uniform(1 - self.jitter, 1 + self.jitter)
 
 
 class Controller:
@@ -54,6 +63,9 @@ class Controller:
         self._allow_deletes = False
         self._retry_parked = False
         self._touched: set[Key] = set()  # keys the change feeds reported since the last resync began
+        self._reported: set[Key] = set()  # keys a feed or webhook reported and not yet reconciled
+        self._feed_wake = {side: anyio.Event() for side in Side}
+        self._echoes = metrics.echoes.labels(self.name)
         self._active = metrics.active_workers.labels(self.name)
 
     # --- intake ------------------------------------------------------------------
@@ -67,7 +79,15 @@ class Controller:
         else:
             self.reconciler.forget_observation(key)
         self._touched.add(key)
+        self._reported.add(key)
         self.queue.add(key)
+
+    def poke(self, side: Side) -> None:
+        """Look at `side`'s changes now: read its feed, or resync where it has none."""
+        if self.binding.side(side).capabilities.change_feed:
+            self._feed_wake[side].set()
+        else:
+            self._resync_wake.set()
 
     def request_resync(self, *, allow_deletes: bool = False) -> None:
         """An operator asks for a resync now (which also retries parked records)."""
@@ -109,11 +129,15 @@ class Controller:
         while (key := await self.queue.get()) is not None:
             self._active.inc()
             started = time.perf_counter()
+            reported = key in self._reported
+            self._reported.discard(key)
             try:
                 result = await self._reconcile(key)
             finally:
                 self._active.dec()
                 self.queue.done(key)
+            if reported and isinstance(result, Result) and not result.writes and result.action == "in-sync":
+                self._echoes.inc()  # a change notification that found both sides agreeing
             self._settle(key, result, seconds=time.perf_counter() - started)
 
     async def _reconcile(self, key: Key) -> Result | BaseException:
@@ -181,7 +205,7 @@ class Controller:
                 await self.resync(allow_deletes=allow, retry_parked=retry)
             except ConnectorError as exc:
                 log.warning("resync.failed", binding=self.name, error=str(exc))
-            with anyio.move_on_after(self.timing.resync_interval):
+            with anyio.move_on_after(self.timing.wait(self.timing.resync_interval)):
                 await self._resync_wake.wait()
             self._resync_wake = anyio.Event()
 
@@ -244,6 +268,7 @@ class Controller:
     async def _feed_loop(self, side: Side) -> None:
         collection = self.binding.side(side)
         source = f"{side.value}-changes"
+        interval = self.timing.app_poll_interval if side is Side.APP else self.timing.poll_interval
         cursor = await self.store.cursor(self.name, source)
         while True:
             started = time.time()
@@ -251,7 +276,7 @@ class Controller:
                 batch = await collection.changes(cursor)
             except ConnectorError as exc:
                 log.warning("feed.failed", binding=self.name, side=side.value, error=str(exc))
-                await anyio.sleep(self.timing.poll_interval)
+                await anyio.sleep(self.timing.wait(max(interval, 1.0)))
                 continue
             seen = {record.id: record for record in batch.records}
             for record_id in batch.ids:
@@ -260,7 +285,9 @@ class Controller:
                 await self.store.set_cursor(self.name, source, batch.cursor)
                 cursor = batch.cursor
             if not batch.more:
-                await anyio.sleep(self.timing.poll_interval)
+                with anyio.move_on_after(self.timing.wait(interval)):
+                    await self._feed_wake[side].wait()
+                self._feed_wake[side] = anyio.Event()
 
     async def _gauge_loop(self) -> None:
         while True:

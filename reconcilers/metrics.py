@@ -68,6 +68,12 @@ class SyncMetrics:
             "tandem_writes_total", "Writes carried out.", ["binding", "side", "op"], registry=registry
         )
         self.links = Gauge("tandem_links", "Links by state.", ["binding", "state"], registry=registry)
+        self.echoes = Counter(
+            "tandem_echoes_suppressed_total",
+            "Change notifications (often of tandem's own writes) that found both sides agreeing.",
+            ["binding"],
+            registry=registry,
+        )
         self.conflicts = Counter(
             "tandem_conflicts_total", "Conflicts resolved by policy.", ["binding"], registry=registry
         )

@@ -116,8 +116,12 @@ async def test_change_log_sees_app_writes_and_can_be_removed(app_db):
         assert batch.ids == [RecordId("7"), RecordId("8"), RecordId("9")]
         assert (await tasks.changes(batch.cursor)).ids == []
         with sqlite3.connect(app_db) as db:
+            db.execute("INSERT INTO tasks (id, title) VALUES (10, 'd')")
+        later = await tasks.changes(batch.cursor)
+        assert later.ids == [RecordId("10")]
+        with sqlite3.connect(app_db) as db:
             count = db.execute("SELECT COUNT(*) FROM tandem_changelog").fetchone()[0]
-        assert count == 0  # consumed entries are trimmed
+        assert count == 1  # the consumed entries were trimmed; the new one waits for its cursor
         await tasks.remove_changelog()
         assert not await tasks.changelog_installed()
         with sqlite3.connect(app_db) as db:
