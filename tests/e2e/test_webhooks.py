@@ -16,9 +16,9 @@ from tests.support.servers import seed
 pytestmark = pytest.mark.anyio
 
 HOOK_SECRET = "whsec-e2e-0123456789"
-WEBHOOK = f"""
+WEBHOOK = """
 [bindings.external.webhook]
-secret = "${{HOOK_SECRET}}"
+secret = "${HOOK_SECRET}"
 ids = "data.id"
 """
 
