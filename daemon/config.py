@@ -64,11 +64,19 @@ class WebhookConfig(_Strict):
     max_body: Annotated[int, Field(ge=1)] = 1_048_576
 
 
+class NotifyConfig(_Strict):
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    secret: str | None = None
+    signature_header: str = "X-Tandem-Signature"
+    timeout: Duration = 10.0
+
+
 class AppSideConfig(_Strict):
     connection: str
     table: str
     id: str = "id"
     webhook: WebhookConfig | None = None
+    notify: NotifyConfig | None = None
 
 
 class PaginationConfig(_Strict):

@@ -19,9 +19,10 @@ from daemon.config import BindingsFile
 from daemon.http import bind, build_app, serve
 from daemon.logs import Redactor
 from daemon.metrics import Metrics
+from daemon.notify import Notifier
 from daemon.settings import Settings
 from daemon.webhooks import WebhookIntake
-from daemon.wiring import timing_for, webhook_specs, wire
+from daemon.wiring import notify_specs, timing_for, webhook_specs, wire
 from reconcilers.controller import Controller
 from reconcilers.state import open_state
 
@@ -48,8 +49,18 @@ async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Reda
             table = wired.app_tables[binding.name]
             await table.check()
             await table.install_changelog()
+        notifiers = {
+            name: Notifier(name, spec, store, delivered=metrics.notifications, depth=metrics.outbox_depth)
+            for name, spec in notify_specs(config).items()
+        }
         controllers = {
-            binding.name: Controller(binding, store, metrics.sync, timing=timing_for(settings, config, binding.name))
+            binding.name: Controller(
+                binding,
+                store,
+                metrics.sync,
+                timing=timing_for(settings, config, binding.name),
+                outbox=notifiers[binding.name].wake if binding.name in notifiers else None,
+            )
             for binding in wired.bindings
         }
         sock = bind(settings.host, settings.port)
@@ -73,7 +84,8 @@ async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Reda
             async with anyio.create_task_group() as bindings:
                 for controller in controllers.values():
                     bindings.start_soon(
-                        _run_binding, controller, stopping, settings.shutdown_timeout,
+                        _run_binding, controller, notifiers.get(controller.name), stopping,
+                        settings.shutdown_timeout,
                         name=f"binding:{controller.name}",
                     )  # fmt: skip
             server.should_exit = True  # the HTTP server drains and returns
@@ -81,5 +93,13 @@ async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Reda
     log.info("daemon.stopped")
 
 
-async def _run_binding(controller: Controller, stopping: anyio.Event, timeout: float) -> None:
-    await controller.run(stopping=stopping, shutdown_timeout=timeout)
+async def _run_binding(
+    controller: Controller, notifier: Notifier | None, stopping: anyio.Event, timeout: float
+) -> None:
+    """A binding's controller and its outbox delivery; what is undelivered at shutdown
+    stays in the outbox for the next start."""
+    async with anyio.create_task_group() as tg:
+        if notifier is not None:
+            tg.start_soon(notifier.run, name=f"notify:{controller.name}")
+        await controller.run(stopping=stopping, shutdown_timeout=timeout)
+        tg.cancel_scope.cancel()

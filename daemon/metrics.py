@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from connectors.base import RequestInfo
 from reconcilers.metrics import SyncMetrics
@@ -27,6 +27,17 @@ class Metrics:
             buckets=_REQUEST_BUCKETS,
             registry=self.registry,
         )
+
+        self.notifications = Counter(
+            "tandem_notifications_total",
+            "Change notifications POSTed to the app, by outcome (delivered, failed).",
+            ["binding", "result"],
+            registry=self.registry,
+        )
+        self.outbox_depth = Gauge(
+            "tandem_outbox_depth", "Notifications waiting to be delivered to the app.", ["binding"],
+            registry=self.registry,
+        )  # fmt: skip
 
     def observe_request(self, info: RequestInfo, /) -> None:
         self._requests.labels(info.connection, info.method, info.code).inc()

@@ -18,6 +18,7 @@ from daemon.config import (
     SqliteConnectionConfig,
     WebhookConfig,
 )
+from daemon.notify import NotifySpec
 from daemon.settings import Settings
 from daemon.webhooks import WebhookSpec
 from reconcilers.binding import Binding
@@ -78,6 +79,19 @@ def webhook_specs(config: BindingsFile) -> dict[tuple[str, Side], WebhookSpec]:
             if webhook is not None:
                 specs[(binding.name, side)] = _webhook(webhook)
     return specs
+
+
+def notify_specs(config: BindingsFile) -> dict[str, NotifySpec]:
+    return {
+        binding.name: NotifySpec(
+            url=notify.url,
+            secret=notify.secret,
+            signature_header=notify.signature_header,
+            timeout=notify.timeout,
+        )
+        for binding in config.bindings
+        if (notify := binding.app.notify) is not None
+    }
 
 
 def make_connection(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -19,6 +20,7 @@ import structlog
 
 from connectors.base import ConnectorError, Record, TransientError
 from reconcilers.binding import Binding
+from reconcilers.events import events_for
 from reconcilers.metrics import SyncMetrics
 from reconcilers.model import Side
 from reconcilers.observe import Key, Observation
@@ -49,7 +51,16 @@ class Timing:
 
 
 class Controller:
-    def __init__(self, binding: Binding, store: StateStore, metrics: SyncMetrics, *, timing: Timing) -> None:
+    def __init__(
+        self,
+        binding: Binding,
+        store: StateStore,
+        metrics: SyncMetrics,
+        *,
+        timing: Timing,
+        outbox: Callable[[], None] | None = None,
+    ) -> None:
+        """`outbox`, when given, is called after events for the app were added to the outbox."""
         self.binding = binding
         self.name = binding.name
         self.store = store
@@ -66,6 +77,7 @@ class Controller:
         self._reported: set[Key] = set()  # keys a feed or webhook reported and not yet reconciled
         self._feed_wake = {side: anyio.Event() for side in Side}
         self._echoes = metrics.echoes.labels(self.name)
+        self._outbox = outbox
         self._active = metrics.active_workers.labels(self.name)
 
     # --- intake ------------------------------------------------------------------
@@ -138,6 +150,8 @@ class Controller:
                 self.queue.done(key)
             if reported and isinstance(result, Result) and not result.writes and result.action == "in-sync":
                 self._echoes.inc()  # a change notification that found both sides agreeing
+            if self._outbox is not None and isinstance(result, Result):
+                await self._notify(result)
             self._settle(key, result, seconds=time.perf_counter() - started)
 
     async def _reconcile(self, key: Key) -> Result | BaseException:
@@ -151,6 +165,13 @@ class Controller:
         except Exception as exc:  # unknown faults count as transient, with a traceback
             log.exception("reconcile.crashed", binding=self.name, side=key[0].value, id=key[1])
             return exc
+
+    async def _notify(self, result: Result) -> None:
+        events = events_for(self.name, result, at=time.time())
+        if events and self._outbox is not None:
+            with anyio.CancelScope(shield=True):  # the writes happened: so must their events
+                await self.store.add_events(self.name, events, now=time.time())
+            self._outbox()
 
     def _settle(self, key: Key, result: Result | BaseException, *, seconds: float) -> None:
         """The one place that decides what happens to a key after its reconcile."""

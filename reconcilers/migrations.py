@@ -59,6 +59,19 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_resync_result TEXT
         )""",
     ),
+    (
+        # 2: the outbox of change notifications to the app, delivered at least once.
+        """CREATE TABLE outbox (
+            row INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL UNIQUE,
+            binding TEXT NOT NULL,
+            body TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL,
+            last_error TEXT
+        )""",
+        "CREATE INDEX outbox_due ON outbox (binding, next_at)",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

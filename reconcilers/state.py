@@ -38,6 +38,13 @@ class BindingState:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    row: int
+    body: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class LinkDigest:
     """What a resync needs of a link: ids, state and the base as stored text."""
 
@@ -266,6 +273,35 @@ class StateStore:
                 }
                 async for row in cursor
             ]
+
+    # --- the outbox of notifications to the app -----------------------------------
+
+    async def add_events(self, binding: str, events: list[dict[str, Any]], *, now: float) -> None:
+        sql = "INSERT INTO outbox (event_id, binding, body, next_at) VALUES (?, ?, ?, ?)"
+        rows = [(event["id"], binding, json.dumps(event, sort_keys=True, default=str), now) for event in events]
+        await self._db.executemany(sql, rows)
+
+    async def due_events(self, binding: str, *, now: float, limit: int = 50) -> list[OutboxEntry]:
+        sql = "SELECT row, body, attempts FROM outbox WHERE binding = ? AND next_at <= ? ORDER BY row LIMIT ?"
+        async with self._db.execute(sql, (binding, now, limit)) as cursor:
+            return [OutboxEntry(row=r[0], body=r[1], attempts=r[2]) async for r in cursor]
+
+    async def next_event_at(self, binding: str) -> float | None:
+        async with self._db.execute("SELECT MIN(next_at) FROM outbox WHERE binding = ?", (binding,)) as cursor:
+            row = await cursor.fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    async def event_delivered(self, row: int) -> None:
+        await self._db.execute("DELETE FROM outbox WHERE row = ?", (row,))
+
+    async def event_failed(self, row: int, *, error: str, next_at: float) -> None:
+        sql = "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_at = ? WHERE row = ?"
+        await self._db.execute(sql, (error[:500], next_at, row))
+
+    async def outbox_depth(self, binding: str) -> int:
+        async with self._db.execute("SELECT COUNT(*) FROM outbox WHERE binding = ?", (binding,)) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
     # --- cursors and per-binding state -------------------------------------------
 
