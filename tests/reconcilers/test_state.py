@@ -45,3 +45,25 @@ async def test_corrupt_state_is_a_clear_error(tmp_path):
     with pytest.raises(StateError, match="state database"):
         async with open_state(path):
             pass
+
+
+async def test_a_version_1_state_is_migrated_and_keeps_its_links(tmp_path):
+    from reconcilers import migrations
+
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:  # the state as the first release wrote it
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for statement in migrations._MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute("INSERT INTO schema_version (version) VALUES (1)")
+        db.execute(
+            "INSERT INTO links (binding, app_id, external_id, state, base, updated_at)"
+            " VALUES ('b', '1', 'x', 'synced', '{\"t\":\"a\"}', 1.0)"
+        )
+    async with open_state(path) as store:
+        link = await store.link_for("b", Side.APP, RecordId("1"))
+        assert link is not None
+        assert link.base == {"t": "a"}
+        assert await store.outbox_depth("b") == 0  # the new table is there
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == migrations.SCHEMA_VERSION == 2
