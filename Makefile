@@ -31,9 +31,11 @@ test: lint
 
 bench: install
 	$(BIN)/python bench/initial_sync.py --records 10000
+	$(BIN)/python bench/latency.py --duration 60 --rate 50
 
 bench-quick: install
 	$(BIN)/python bench/initial_sync.py --records 2000
+	$(BIN)/python bench/latency.py --duration 10 --rate 20
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -20,6 +20,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +67,12 @@ class Store:
     faults: list[Fault] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)
     last_stamp: float = 0.0
+    applied: list[tuple[float, str]] = field(default_factory=list)  # (when, title) of each write
+    handling: list[float] = field(default_factory=list)  # seconds spent on each request
+
+    def record_write(self, record: dict[str, Any]) -> None:
+        if len(self.applied) < 1_000_000:
+            self.applied.append((time.time(), str(record.get("title"))))
 
     def stamp(self) -> str:
         # Strictly increasing, so `updated_since` never misses a record.
@@ -149,6 +156,7 @@ def build_app(options: Options | None = None) -> Starlette:
             return JSONResponse({"error": problem}, status_code=422)
         record = {**body, "id": store.new_id(), "updated_at": store.stamp()}
         collection(request)[str(record["id"])] = record
+        store.record_write(record)
         return JSONResponse(_wrap(store, record), status_code=201)
 
     async def item(request: Request) -> Response:
@@ -177,6 +185,7 @@ def build_app(options: Options | None = None) -> Starlette:
         base = current if request.method == "PATCH" else {}
         updated = {**base, **body, "id": current["id"], "updated_at": store.stamp()}
         records[key] = updated
+        store.record_write(updated)
         return JSONResponse(_wrap(store, updated))
 
     async def add_fault(request: Request) -> Response:
@@ -204,6 +213,12 @@ def build_app(options: Options | None = None) -> Starlette:
             store.collections.clear()
         return JSONResponse({"ok": True})
 
+    async def applied(request: Request) -> Response:
+        """When each write landed, and how long requests took (for latency benchmarks)."""
+        answer = {"applied": store.applied, "handling": store.handling}
+        store.applied, store.handling = [], []
+        return JSONResponse(answer)
+
     async def seed(request: Request) -> Response:
         """Bulk insert without validation or faults (for tests and benchmarks)."""
         body = await request.json()
@@ -215,15 +230,27 @@ def build_app(options: Options | None = None) -> Starlette:
             created.append(record)
         return JSONResponse(created, status_code=201)
 
+    def timed(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                return await handler(request)
+            finally:
+                if len(store.handling) < 1_000_000:
+                    store.handling.append(time.perf_counter() - started)
+
+        return run
+
     return Starlette(
         routes=[
             Route("/_admin/faults", add_fault, methods=["POST"]),
             Route("/_admin/stats", stats, methods=["GET"]),
             Route("/_admin/reset", reset, methods=["POST"]),
             Route("/_admin/seed/{collection}", seed, methods=["POST"]),
-            Route("/{collection}", list_records, methods=["GET"]),
-            Route("/{collection}", create, methods=["POST"]),
-            Route("/{collection}/{id:path}", item, methods=["GET", "PATCH", "PUT", "DELETE"]),
+            Route("/_admin/applied", applied, methods=["GET"]),
+            Route("/{collection}", timed(list_records), methods=["GET"]),
+            Route("/{collection}", timed(create), methods=["POST"]),
+            Route("/{collection}/{id:path}", timed(item), methods=["GET", "PATCH", "PUT", "DELETE"]),
         ]
     )
 
