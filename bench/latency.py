@@ -35,9 +35,9 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from initial_sync import ROOT, TANDEM, free_port, linked, start_sample_app  # noqa: E402
+from initial_sync import ROOT, TANDEM, free_port, linked, start_sample_app
 
-from daemon.webhooks import sign  # noqa: E402
+from daemon.webhooks import sign
 
 SECRET = "bench-webhook-secret"
 RECORDS = 100
