@@ -168,10 +168,15 @@ class Controller:
 
     async def _notify(self, result: Result) -> None:
         events = events_for(self.name, result, at=time.time())
-        if events and self._outbox is not None:
+        if not events or self._outbox is None:
+            return
+        try:
             with anyio.CancelScope(shield=True):  # the writes happened: so must their events
                 await self.store.add_events(self.name, events, now=time.time())
-            self._outbox()
+        except Exception:  # the sync goes on; the operator learns from the log
+            log.exception("notify.outbox_failed", binding=self.name, events=len(events))
+            return
+        self._outbox()
 
     def _settle(self, key: Key, result: Result | BaseException, *, seconds: float) -> None:
         """The one place that decides what happens to a key after its reconcile."""
