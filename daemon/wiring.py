@@ -16,7 +16,6 @@ from daemon.config import (
     BindingsFile,
     RestConnectionConfig,
     SqliteConnectionConfig,
-    WebhookConfig,
 )
 from daemon.notify import NotifySpec
 from daemon.settings import Settings
@@ -61,34 +60,18 @@ def timing_for(settings: Settings, config: BindingsFile, name: str) -> Timing:
     )
 
 
-def _webhook(config: WebhookConfig) -> WebhookSpec:
-    return WebhookSpec(
-        secret=config.secret,
-        signature_header=config.signature_header,
-        ids=config.ids,
-        timestamp_header=config.timestamp_header,
-        tolerance=config.tolerance,
-        max_body=config.max_body,
-    )
-
-
 def webhook_specs(config: BindingsFile) -> dict[tuple[str, Side], WebhookSpec]:
     specs = {}
     for binding in config.bindings:
         for side, webhook in ((Side.APP, binding.app.webhook), (Side.EXTERNAL, binding.external.webhook)):
             if webhook is not None:
-                specs[(binding.name, side)] = _webhook(webhook)
+                specs[(binding.name, side)] = WebhookSpec(**webhook.model_dump())  # same keys
     return specs
 
 
 def notify_specs(config: BindingsFile) -> dict[str, NotifySpec]:
     return {
-        binding.name: NotifySpec(
-            url=notify.url,
-            secret=notify.secret,
-            signature_header=notify.signature_header,
-            timeout=notify.timeout,
-        )
+        binding.name: NotifySpec(**notify.model_dump())
         for binding in config.bindings
         if (notify := binding.app.notify) is not None
     }
@@ -130,16 +113,7 @@ def _external(connection: Connection, config: BindingConfig) -> RestCollection:
     ext = config.external
     page = ext.pagination
     pagination = (
-        Pagination(
-            type=page.type,
-            size_param=page.size_param,
-            size=page.size,
-            page_param=page.page_param,
-            start=page.start,
-            offset_param=page.offset_param,
-            cursor_param=page.cursor_param,
-            next_cursor=page.next_cursor,
-        )
+        Pagination(**page.model_dump())  # the configuration's keys are the spec's fields
         if page is not None
         else Pagination(type=PaginationType.NONE)
     )
