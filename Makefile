@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-quick clean
+TOOLS := .tools
+PROMETHEUS := $(TOOLS)/root/usr/bin/prometheus
+
+.PHONY: install run test lint format bench bench-quick clean tools
 
 install: $(STAMP)
 
@@ -26,7 +29,16 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+# Prometheus and promtool for the monitoring tests: Debian's package, unpacked, not installed.
+tools: $(PROMETHEUS)
+
+$(PROMETHEUS):
+	mkdir -p $(TOOLS)
+	cd $(TOOLS) && (apt-get download prometheus || (apt-get update -qq && apt-get download prometheus))
+	dpkg -x $(TOOLS)/prometheus_*.deb $(TOOLS)/root
+	touch $(PROMETHEUS)
+
+test: lint tools
 	$(BIN)/pytest
 
 bench: install
@@ -38,4 +50,4 @@ bench-quick: install
 	$(BIN)/python bench/latency.py --duration 10 --rate 20
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .pytest_cache .ruff_cache

@@ -111,6 +111,10 @@ class Controller:
 
     async def run(self, *, stopping: anyio.Event, shutdown_timeout: float) -> None:
         """Run until `stopping` is set, then finish in-flight work within the timeout."""
+        self.metrics.resync_interval.labels(self.name).set(self.timing.resync_interval)
+        last = (await self.store.binding_state(self.name)).last_resync_at
+        if last is not None:
+            self.metrics.last_resync.labels(self.name).set(last)
         async with anyio.create_task_group() as workers:
             async with anyio.create_task_group() as sources:
                 sources.start_soon(self.queue.run_delays)

@@ -83,6 +83,12 @@ class SyncMetrics:
             ["binding"],
             registry=registry,
         )
+        self.resync_interval = Gauge(
+            "tandem_resync_interval_seconds",
+            "The configured interval between full resyncs (for alerting on missed resyncs).",
+            ["binding"],
+            registry=registry,
+        )
         self.last_resync = Gauge(
             "tandem_last_resync_timestamp_seconds",
             "When the last complete resync finished (Unix time).",
