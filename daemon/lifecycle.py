@@ -21,6 +21,7 @@ from daemon.logs import Redactor
 from daemon.metrics import Metrics
 from daemon.notify import Notifier
 from daemon.settings import Settings
+from daemon.systemd import announce_ready, notify
 from daemon.webhooks import WebhookIntake
 from daemon.wiring import notify_specs, timing_for, webhook_specs, wire
 from reconcilers.controller import Controller
@@ -37,6 +38,7 @@ async def _watch_signals(stopping: anyio.Event, scope: anyio.CancelScope) -> Non
                 scope.cancel()
                 return
             log.info("daemon.stopping", signal=received.name)
+            notify("STOPPING=1")
             stopping.set()
 
 
@@ -68,7 +70,7 @@ async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Reda
         intake = WebhookIntake(controllers, webhook_specs(config), metrics.registry)
         app = build_app(controllers=controllers, store=store, metrics=metrics, redactor=redactor, webhooks=intake)
         stopping = anyio.Event()
-        signals = anyio.CancelScope()
+        signals, watchdog = anyio.CancelScope(), anyio.CancelScope()
         async with anyio.create_task_group() as root:
 
             async def watch_signals() -> None:
@@ -81,6 +83,12 @@ async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Reda
                 "daemon.started", http_addr=settings.http_addr, bindings=list(controllers),
                 state=str(settings.state),
             )  # fmt: skip
+
+            async def tell_systemd() -> None:
+                with watchdog:
+                    await announce_ready(lambda: all(c.started for c in controllers.values()))
+
+            root.start_soon(tell_systemd)
             async with anyio.create_task_group() as bindings:
                 for controller in controllers.values():
                     bindings.start_soon(
@@ -90,6 +98,7 @@ async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Reda
                     )  # fmt: skip
             server.should_exit = True  # the HTTP server drains and returns
             signals.cancel()
+            watchdog.cancel()
     log.info("daemon.stopped")
 
 
