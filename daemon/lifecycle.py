@@ -31,8 +31,13 @@ log = structlog.get_logger(__name__)
 
 
 async def _watch_signals(stopping: anyio.Event, scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for received in signals:
+            if received == signal.SIGHUP:
+                # No reload: a changed binding changes what the links mean, so the bindings
+                # file is read at start only. SIGHUP must not kill the daemon either.
+                log.warning("daemon.sighup_ignored", hint="restart tandem to apply a changed bindings file")
+                continue
             if stopping.is_set():
                 log.warning("daemon.forced_stop", signal=received.name)
                 scope.cancel()

@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.support.daemon import AppDb, Daemon, bindings_toml
+from tests.support.daemon import AppDb, Daemon, bindings_toml, eventually
 from tests.support.servers import sample_app_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,5 +77,26 @@ async def test_ready_watchdog_and_stopping_are_sent(tmp_path, notify_socket):
             assert sum(m == "WATCHDOG=1" for m in seen) >= 3  # every 0.2 s
             assert daemon.stop(signal.SIGTERM) == 0
             assert "STOPPING=1" in _messages(sock, anyio.current_time() + 0.5)
+        finally:
+            daemon.kill()
+
+
+@pytest.mark.anyio
+async def test_sighup_does_not_stop_the_daemon(tmp_path):
+    with sample_app_process() as url:
+        AppDb(tmp_path / "app.db")
+        (tmp_path / "tandem.toml").write_text(bindings_toml(url))
+        daemon = Daemon(tmp_path)
+        try:
+            await daemon.start()
+            assert daemon.process is not None
+            daemon.process.send_signal(signal.SIGHUP)
+
+            async def logged() -> bool:
+                return any(line.get("event") == "daemon.sighup_ignored" for line in daemon.log_lines())
+
+            await eventually(logged, what="the SIGHUP to be logged")
+            assert await daemon.ready()  # still serving
+            assert daemon.stop() == 0
         finally:
             daemon.kill()
