@@ -218,20 +218,26 @@ class Reconciler:
         rivals = await self._unlinked_matches(values, on=side) if len(candidates) == 1 else []
         if len(candidates) > 1 or len(rivals) > 1:
             many, where = (candidates, other) if len(candidates) > 1 else (rivals, side)
-            ids = ", ".join(sorted(str(c.id) for c in many)[:5])
+            ids = ", ".join(sorted(str(record.id) for record, _ in many)[:5])
             raise _Ambiguous(
                 f"{len(many)} {where.value} records match on {', '.join(self.policy.match)}"
                 f" ({ids}); pair the right ones with PUT /api/bindings/{self.binding.name}/links"
             )
-        return candidates[0]
+        twin, parked = candidates[0]
+        if parked is not None:
+            await self.store.drop(parked.row)  # the pairing supersedes the twin's parked error
+        return twin
 
-    async def _unlinked_matches(self, values: Values, *, on: Side) -> list[Record]:
+    async def _unlinked_matches(self, values: Values, *, on: Side) -> list[tuple[Record, Link | None]]:
+        """Records on `on` with these match values and no twin yet, each with its parked
+        half link if it has one (a parked record without a twin is still unpaired)."""
         found = await self.binding.side(on).find(match_values(values, self.policy, on))
-        return [
-            record
-            for record in matching(found, values, on, self.policy)
-            if await self.store.link_for(self.binding.name, on, record.id) is None
-        ]
+        unpaired = []
+        for record in matching(found, values, on, self.policy):
+            link = await self.store.link_for(self.binding.name, on, record.id)
+            if link is None or (link.state is LinkState.ERROR and None in (link.app_id, link.external_id)):
+                unpaired.append((record, link))
+        return unpaired
 
     async def _create_in_flight(self, record: Record, side: Side, *, own: Link | None) -> Result | None:
         """Wait if this record may be the product of one of our own creates under way.
