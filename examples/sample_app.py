@@ -43,10 +43,13 @@ class Fault:
     delay: float = 0.0
     methods: tuple[str, ...] = ()
     path_prefix: str = ""
+    query: str = ""  # a substring the query string must contain ("_page=2")
     body: str | None = None
 
-    def applies(self, method: str, path: str) -> bool:
-        return (not self.methods or method in self.methods) and path.startswith(self.path_prefix)
+    def applies(self, method: str, path: str, query: str) -> bool:
+        return (
+            (not self.methods or method in self.methods) and path.startswith(self.path_prefix) and self.query in query
+        )
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Store:
     last_stamp: float = 0.0
     applied: list[tuple[float, str]] = field(default_factory=list)  # (when, title) of each write
     handling: list[float] = field(default_factory=list)  # seconds spent on each request
+    arrivals: list[tuple[float, bool]] = field(default_factory=list)  # (monotonic time, refused by a fault)
 
     def record_write(self, record: dict[str, Any]) -> None:
         if len(self.applied) < 1_000_000:
@@ -114,17 +118,23 @@ def build_app(options: Options | None = None) -> Starlette:
         """Count the request and apply the first matching fault, if any."""
         key = f"{request.method} {request.url.path.split('/')[1] if '/' in request.url.path else ''}"
         store.requests[key] = store.requests.get(key, 0) + 1
-        for fault in store.faults:
-            if fault.count > 0 and fault.applies(request.method, request.url.path):
-                fault.count -= 1
-                if fault.delay:
-                    await anyio.sleep(fault.delay)
-                if fault.status == 0:
-                    return None  # a pure delay
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                content = fault.body if fault.body is not None else json.dumps({"error": "injected"})
-                return Response(content, status_code=fault.status, headers=headers, media_type="application/json")
-        return None
+        arrived = time.monotonic()
+        faulted = next(
+            (f for f in store.faults if f.count > 0 and f.applies(request.method, request.url.path, request.url.query)),
+            None,
+        )
+        if len(store.arrivals) < 1_000_000:
+            store.arrivals.append((arrived, faulted is not None and faulted.status != 0))
+        if faulted is None:
+            return None
+        faulted.count -= 1
+        if faulted.delay:
+            await anyio.sleep(faulted.delay)
+        if faulted.status == 0:
+            return None  # a pure delay
+        headers = {"Retry-After": faulted.retry_after} if faulted.retry_after else {}
+        content = faulted.body if faulted.body is not None else json.dumps({"error": "injected"})
+        return Response(content, status_code=faulted.status, headers=headers, media_type="application/json")
 
     def collection(request: Request) -> dict[str, dict[str, Any]]:
         return store.collections.setdefault(request.path_params["collection"], {})
@@ -198,17 +208,19 @@ def build_app(options: Options | None = None) -> Starlette:
                 delay=float(body.get("delay", 0.0)),
                 methods=tuple(body.get("methods", ())),
                 path_prefix=str(body.get("path_prefix", "")),
+                query=str(body.get("query", "")),
                 body=body.get("body"),
             )
         )
         return JSONResponse({"faults": len(store.faults)}, status_code=201)
 
     async def stats(request: Request) -> Response:
-        return JSONResponse({"requests": store.requests})
+        return JSONResponse({"requests": store.requests, "arrivals": store.arrivals})
 
     async def reset(request: Request) -> Response:
         store.faults.clear()
         store.requests.clear()
+        store.arrivals.clear()
         if request.query_params.get("data") == "true":
             store.collections.clear()
         return JSONResponse({"ok": True})
