@@ -114,11 +114,16 @@ class HttpClient:
         json: Any = None,
         allow_not_found: bool = False,
     ) -> httpx.Response:
-        """Send with retries; 2xx (and 404 where allowed) come back, the rest raise."""
+        """Send with retries; 2xx (and 404 where allowed) come back, the rest raise.
+
+        A POST is not idempotent: after a timeout or a 5xx the server may have created the
+        record all the same, so only a 429 (refused before any work) is retried here. The
+        caller settles anything else by lookup (the write intent), never by sending again."""
+        retryable = _worth_retrying if method.upper() != "POST" else _refused
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.retries + 1),
             wait=self._wait,
-            retry=retry_if_exception(_worth_retrying),
+            retry=retry_if_exception(retryable),
             sleep=anyio.sleep,
             reraise=True,
         )
@@ -191,3 +196,7 @@ class _NoInlineRetry(RateLimitedError):
 
 def _worth_retrying(exc: BaseException) -> bool:
     return isinstance(exc, TransientError) and not isinstance(exc, _NoInlineRetry)
+
+
+def _refused(exc: BaseException) -> bool:
+    return isinstance(exc, RateLimitedError) and not isinstance(exc, _NoInlineRetry)

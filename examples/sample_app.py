@@ -231,6 +231,22 @@ def build_app(options: Options | None = None) -> Starlette:
         store.applied, store.handling = [], []
         return JSONResponse(answer)
 
+    async def direct_list(request: Request) -> Response:
+        """Every record, past faults and pagination: a test's own view of the truth."""
+        return JSONResponse(list(collection(request).values()))
+
+    async def direct_item(request: Request) -> Response:
+        """A change made by someone else than tandem: faults never apply to it."""
+        records = collection(request)
+        key = request.path_params["id"]
+        if key not in records:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        if request.method == "DELETE":
+            del records[key]
+            return Response(status_code=204)
+        records[key] = {**records[key], **(await request.json()), "updated_at": store.stamp()}
+        return JSONResponse(records[key])
+
     async def seed(request: Request) -> Response:
         """Bulk insert without validation or faults (for tests and benchmarks)."""
         body = await request.json()
@@ -260,6 +276,8 @@ def build_app(options: Options | None = None) -> Starlette:
             Route("/_admin/reset", reset, methods=["POST"]),
             Route("/_admin/seed/{collection}", seed, methods=["POST"]),
             Route("/_admin/applied", applied, methods=["GET"]),
+            Route("/_admin/direct/{collection}", direct_list, methods=["GET"]),
+            Route("/_admin/direct/{collection}/{id:path}", direct_item, methods=["PATCH", "DELETE"]),
             Route("/{collection}", timed(list_records), methods=["GET"]),
             Route("/{collection}", timed(create), methods=["POST"]),
             Route("/{collection}/{id:path}", timed(item), methods=["GET", "PATCH", "PUT", "DELETE"]),

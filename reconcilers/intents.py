@@ -19,11 +19,17 @@ from reconcilers.mapping import MappingError, match_values, matching, native, vi
 from reconcilers.model import Link, LinkState, Policy, Side
 from reconcilers.state import StateStore
 
+INTENT_WINDOW = 30.0
+"""How long a create may still land after tandem stopped waiting for it (a server that
+finishes a request whose client timed out). A younger intent that no lookup can find
+is looked at again later rather than created again."""
+
 
 class Settled(enum.StrEnum):
     FOUND = "intent-found"
     ABSENT = "intent-absent"
     AMBIGUOUS = "intent-ambiguous"
+    WAITING = "intent-waiting"
 
 
 def could_have_made(record: Record, side: Side, values: dict[str, Canon], policy: Policy) -> bool:
@@ -69,6 +75,9 @@ async def settle_intent(link: Link, *, binding: Binding, store: StateStore, now:
         )
         await store.park(link.row, error=message, failed_fingerprint=None, now=now)
         return Settled.AMBIGUOUS, message
+    age = now - (link.updated_at or 0.0)
+    if age < INTENT_WINDOW:
+        return Settled.WAITING, f"{INTENT_WINDOW - age:.3f}"
     if link.app_id is not None and link.external_id is not None:
         # A recreate that never happened: back to the agreement it started from.
         await store.settle(

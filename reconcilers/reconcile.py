@@ -25,7 +25,7 @@ from connectors.base import (
 )
 from reconcilers.binding import Binding
 from reconcilers.canonical import Canon
-from reconcilers.intents import Settled, could_have_made, settle_intent
+from reconcilers.intents import INTENT_WINDOW, Settled, could_have_made, settle_intent
 from reconcilers.locks import PairLocks
 from reconcilers.mapping import MappingError, match_values, matching, native, view
 from reconcilers.model import Link, LinkState, Op, Policy, Side, Values
@@ -35,10 +35,6 @@ from reconcilers.state import LinkTaken, StateStore
 
 PENDING_RECHECK = 0.05
 """How soon to look again at a record that may be the fruit of a create still in flight."""
-
-INTENT_WINDOW = 30.0
-"""An intent younger than this may be a create in flight right now (longer than a
-request's timeout with its retries); an older one is settled by its own key."""
 
 
 class Outcome(enum.StrEnum):
@@ -248,7 +244,9 @@ class Reconciler:
         """
         now = self._clock()
         for intent in await self.store.pending(self.binding.name, side=side):
-            recent = intent.updated_at is not None and now - intent.updated_at < INTENT_WINDOW
+            # Without match fields a server that rewrites a value could hide its creation
+            # from the comparison: then any recent intent counts.
+            recent = not self.policy.match and now - (intent.updated_at or 0.0) < INTENT_WINDOW
             if recent or could_have_made(record, side, intent.intent_values or {}, self.policy):
                 return Result(Outcome.REQUEUE, "create-in-flight", requeue_after=PENDING_RECHECK)
         now_linked = await self.store.link_for(self.binding.name, side, record.id)
@@ -367,6 +365,8 @@ class Reconciler:
         settled, message = await settle_intent(link, binding=self.binding, store=self.store, now=self._clock())
         if settled is Settled.AMBIGUOUS:
             return self._result(Outcome.ERROR, settled.value, scene, error=message)
+        if settled is Settled.WAITING:  # the create may still land: look again when it cannot
+            return self._result(Outcome.REQUEUE, settled.value, scene, after=float(message))
         return self._result(Outcome.REQUEUE, settled.value, scene, after=0.0)
 
     # --- parking -----------------------------------------------------------------

@@ -226,3 +226,23 @@ async def test_link_pagination_never_follows_another_server():
         async for tasks in _collection(url, pagination=STYLES["link"][0]):
             with pytest.raises(PermanentError, match="another server"):
                 await tasks.list_page("http://127.0.0.2:1/tasks?offset=7")
+
+
+async def test_a_create_is_never_sent_twice_after_an_ambiguous_failure():
+    async with sample_app() as url:
+        await inject(url, status=500, count=1, methods=["POST"])
+        async for tasks in _collection(url, retries=3):
+            with pytest.raises(TransientError, match="HTTP 500 POST"):
+                await tasks.create({"title": "once"})
+        counts = await request_counts(url)
+    assert counts["POST tasks"] == 1  # the caller settles it by lookup, not by sending again
+
+
+async def test_a_create_refused_with_429_is_sent_again():
+    async with sample_app() as url:
+        await inject(url, status=429, retry_after="0.05", count=1, methods=["POST"])
+        async for tasks in _collection(url, retries=3):
+            created = await tasks.create({"title": "after the pause"})
+        counts = await request_counts(url)
+    assert created.fields["title"] == "after the pause"
+    assert counts["POST tasks"] == 2

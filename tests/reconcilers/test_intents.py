@@ -11,7 +11,7 @@ from connectors.http import HttpSettings
 from connectors.rest import RestCollectionSpec, RestConnection
 from connectors.sqlite import SqliteConnection, SqliteTableSpec
 from reconcilers.binding import Binding
-from reconcilers.intents import Settled, settle_intent
+from reconcilers.intents import INTENT_WINDOW, Settled, settle_intent
 from reconcilers.model import FieldMap, Link, LinkState, Policy, Side
 from reconcilers.state import StateStore, open_state
 from tests.support.daemon import AppDb
@@ -69,10 +69,20 @@ async def test_a_create_that_happened_is_linked_not_repeated(tmp_path):
         assert link.state is LinkState.SYNCED
 
 
-async def test_a_create_that_never_happened_is_forgotten(tmp_path):
+async def test_a_create_not_found_yet_is_given_time_to_land(tmp_path):
+    async with _world(tmp_path) as (binding, store, _):
+        row = await _pending(store)  # recorded at 1.0
+        settled, wait = await settle_intent(await _link(store, row), binding=binding, store=store, now=2.0)
+        assert settled is Settled.WAITING
+        assert float(wait) == pytest.approx(INTENT_WINDOW - 1.0)
+        assert await store.link_by_row(row) is not None  # the intent stays
+
+
+async def test_a_create_that_never_happened_is_forgotten_once_it_cannot_land(tmp_path):
     async with _world(tmp_path) as (binding, store, _):
         row = await _pending(store)
-        settled, _ = await settle_intent(await _link(store, row), binding=binding, store=store, now=2.0)
+        now = 1.0 + INTENT_WINDOW
+        settled, _ = await settle_intent(await _link(store, row), binding=binding, store=store, now=now)
         assert settled is Settled.ABSENT
         assert await store.link_by_row(row) is None
 
