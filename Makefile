@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOOLS := .tools
 PROMETHEUS := $(TOOLS)/root/usr/bin/prometheus
 
-.PHONY: install run test lint format bench bench-quick clean tools
+.PHONY: install run test lint format bench bench-quick soak clean tools
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ $(PROMETHEUS):
 
 test: lint tools
 	$(BIN)/pytest
+
+# Many more seeds of the fault-and-kill simulation than `make test` runs (SEEDS=1-200 to choose).
+SEEDS ?= 1-40
+soak: install
+	TANDEM_SIM_SEEDS=$$(seq -s, $$(echo $(SEEDS) | tr - ' ')) $(BIN)/pytest tests/e2e/test_simulation.py -q
 
 bench: install
 	$(BIN)/python bench/initial_sync.py --records 10000

@@ -164,5 +164,9 @@ async def test_invariants_hold_after_faults_and_kills(seed: int, tmp_path: Path)
             plan = daemon.command("plan", "--json")
             assert plan.returncode == 0, plan.stderr
             assert json.loads(plan.stdout)["bindings"][0]["writes"] == [], f"seed {seed}: a further resync writes"
+            print(
+                f"seed {seed}: {STEPS} steps, {world.kills} SIGKILLs, faults {dict(world.faults)},"
+                f" {len(app_titles)} records on each side at the end"
+            )
         finally:
             daemon.kill()
