@@ -126,7 +126,11 @@ class RestCollection:
         response = await self._client.request("GET", self._item(record_id), allow_not_found=True)
         if response.status_code == 404:
             return None
-        return self._single(response)
+        record = self._single(response)
+        if record is None:
+            # Only a 404 says "gone": a 200 without a record is a fault, never a deletion.
+            raise TransientError(f"{self.label}: GET {self._path}/{{id}} answered 200 without a record")
+        return record
 
     async def find(self, match: Mapping[str, JSONValue]) -> list[Record]:
         query = {k: _param(v) for k, v in match.items() if "." not in k and _scalar(v)}

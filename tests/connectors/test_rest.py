@@ -246,3 +246,12 @@ async def test_a_create_refused_with_429_is_sent_again():
         counts = await request_counts(url)
     assert created.fields["title"] == "after the pause"
     assert counts["POST tasks"] == 2
+
+
+async def test_a_200_without_a_record_is_a_fault_not_a_deletion():
+    async with sample_app() as url:
+        (record,) = await seed(url, "tasks", [{"title": "still here"}])
+        await inject(url, status=200, body="[]", count=1, methods=["GET"])
+        async for tasks in _collection(url, retries=0):
+            with pytest.raises(TransientError, match="without a record"):
+                await tasks.get(RecordId(str(record["id"])))

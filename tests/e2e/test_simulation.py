@@ -40,10 +40,15 @@ class World:
         self.counter = 0
         self.kills = 0
         self.faults: Counter[str] = Counter()
+        self.created: set[str] = set()
+        self.deleted: set[str] = set()  # titles the history deleted on either side
+        self.bad: set[str] = set()  # titles of app rows with a value of the wrong type
 
     def title(self) -> str:
         self.counter += 1
-        return f"t{self.counter}"
+        name = f"t{self.counter}"
+        self.created.add(name)
+        return name
 
     async def ext_records(self) -> list[dict[str, Any]]:
         async with httpx.AsyncClient(timeout=10) as client:
@@ -58,15 +63,21 @@ class World:
         app_rows = self.app_db.rows()
         async with httpx.AsyncClient(timeout=10) as client:
             ext = await self.ext_records()
-            if action == "app-create":
+            if action == "app-create" and rng.random() < 0.15:  # a value the mapping refuses
+                title = self.title()
+                self.bad.add(title)
+                self.app_db.execute("INSERT INTO tasks (title, done) VALUES (?, 'maybe')", (title,))
+            elif action == "app-create":
                 self.app_db.execute("INSERT INTO tasks (title, note) VALUES (?, ?)", (self.title(), "new"))
-            elif action == "app-update" and app_rows:
-                row = rng.choice(app_rows)
+            elif action == "app-update" and (good := [r for r in app_rows if r["title"] not in self.bad]):
+                row = rng.choice(good)
                 self.app_db.execute("UPDATE tasks SET note = ?, done = ? WHERE id = ?",
                                     (f"a{self.counter}", rng.randint(0, 1), row["id"]))  # fmt: skip
                 self.counter += 1
             elif action == "app-delete" and app_rows:
-                self.app_db.execute("DELETE FROM tasks WHERE id = ?", (rng.choice(app_rows)["id"],))
+                row = rng.choice(app_rows)
+                self.deleted.add(row["title"])
+                self.app_db.execute("DELETE FROM tasks WHERE id = ?", (row["id"],))
             elif action == "ext-create":
                 await client.post(f"{self.url}/_admin/seed/tasks",
                                   json=[{"title": self.title(), "note": "new", "completed": False}])  # fmt: skip
@@ -76,20 +87,22 @@ class World:
                                    json={"note": f"e{self.counter}", "completed": rng.random() < 0.5})  # fmt: skip
                 self.counter += 1
             elif action == "ext-delete" and ext:
-                await client.delete(f"{self.url}/_admin/direct/tasks/{rng.choice(ext)['id']}")
-            elif action == "both-edit" and app_rows and ext:
-                row = rng.choice(app_rows)
+                record = rng.choice(ext)
+                self.deleted.add(record["title"])
+                await client.delete(f"{self.url}/_admin/direct/tasks/{record['id']}")
+            elif action == "both-edit" and (good := [r for r in app_rows if r["title"] not in self.bad]) and ext:
+                row = rng.choice(good)
                 twin = next((r for r in ext if r["title"] == row["title"]), None)
                 self.app_db.execute("UPDATE tasks SET note = ? WHERE id = ?", (f"both-a{self.counter}", row["id"]))
                 if twin is not None:
-                    if rng.random() < 0.3:  # a deletion against the edit
+                    if rng.random() < 0.3:  # a deletion against the edit: the edit wins
                         await client.delete(f"{self.url}/_admin/direct/tasks/{twin['id']}")
                     else:
                         await client.patch(f"{self.url}/_admin/direct/tasks/{twin['id']}",
                                            json={"note": f"both-e{self.counter}"})  # fmt: skip
                 self.counter += 1
             elif action == "fault":
-                kind = rng.choice(["500", "429", "lost-create", "slow"])
+                kind = rng.choice(["500", "503", "429", "lost-create", "slow", "bad-json", "short-listing"])
                 self.faults[kind] += 1
                 if kind == "500":
                     await inject(self.url, status=500, count=rng.randint(1, 6), path_prefix="/tasks")
@@ -97,6 +110,12 @@ class World:
                     await inject(self.url, status=429, retry_after="0.3", count=rng.randint(1, 4), path_prefix="/tasks")
                 elif kind == "lost-create":  # the server creates, the client gives up first
                     await inject(self.url, status=0, delay=1.5, count=1, methods=["POST"], path_prefix="/tasks")
+                elif kind == "503":
+                    await inject(self.url, status=503, count=rng.randint(1, 4), path_prefix="/tasks")
+                elif kind == "bad-json":  # a truncated body
+                    await inject(self.url, status=200, body='[{"id": 1, "tit', count=2, methods=["GET"])
+                elif kind == "short-listing":  # a page that claims the listing is over
+                    await inject(self.url, status=200, body="[]", count=3, methods=["GET"], query="_page=1&")
                 else:
                     await inject(self.url, status=0, delay=0.3, count=3, path_prefix="/tasks")
             elif action == "kill":
@@ -106,8 +125,10 @@ class World:
         await anyio.sleep(rng.uniform(0.02, 0.25))
 
 
-def _sides(app_db: AppDb, ext: list[dict[str, Any]]) -> tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]]:
-    app = {row["title"]: (row["note"], bool(row["done"])) for row in app_db.rows()}
+def _sides(
+    app_db: AppDb, ext: list[dict[str, Any]], bad: set[str]
+) -> tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]]:
+    app = {row["title"]: (row["note"], bool(row["done"])) for row in app_db.rows() if row["title"] not in bad}
     external = {r["title"]: (r.get("note"), bool(r.get("completed"))) for r in ext}
     return app, external
 
@@ -134,39 +155,46 @@ async def test_invariants_hold_after_faults_and_kills(seed: int, tmp_path: Path)
                 await client.post(f"{url}/_admin/reset")
 
             async def converged() -> bool:
-                app, external = _sides(app_db, await world.ext_records())
+                app, external = _sides(app_db, await world.ext_records(), world.bad)
                 return app == external
 
             try:
                 await eventually(converged, timeout=60, what="both sides to converge")
             except AssertionError:
-                app, external = _sides(app_db, await world.ext_records())
+                app, external = _sides(app_db, await world.ext_records(), world.bad)
                 raise AssertionError(
                     f"seed {seed}: sides differ; only in app {sorted(set(app) - set(external))},"
                     f" only external {sorted(set(external) - set(app))},"
                     f" values differ {sorted(t for t in set(app) & set(external) if app[t] != external[t])}"
                 ) from None
             ext = await world.ext_records()
-            app_titles = [row["title"] for row in app_db.rows()]
+            app_titles = [row["title"] for row in app_db.rows() if row["title"] not in world.bad]
             ext_titles = [r["title"] for r in ext]
             assert len(app_titles) == len(set(app_titles)), f"seed {seed}: twins in the app"
-            assert len(ext_titles) == len(set(ext_titles)), f"seed {seed}: twins in the external app"
+            twins = sorted((r["title"], r["id"]) for r in ext if ext_titles.count(r["title"]) > 1)
+            assert not twins, f"seed {seed}: twins in the external app: {twins}"
+            lost = (world.created - world.deleted - world.bad) - set(ext_titles)
+            assert not lost, f"seed {seed}: records nobody deleted are gone: {sorted(lost)}"
+            assert not world.bad & set(ext_titles), f"seed {seed}: a refused record reached the external app"
 
             async def all_linked() -> bool:
                 with sqlite3.connect(tmp_path / "state.db") as db:
                     states = dict(db.execute("SELECT state, COUNT(*) FROM links GROUP BY state").fetchall())
-                return states.get("synced", 0) + states.get("conflict", 0) == len(app_titles) and not (
-                    states.get("pending") or states.get("error")
+                parked_bad = len(world.bad & {row["title"] for row in app_db.rows()})
+                return states.get("synced", 0) + states.get("conflict", 0) == len(app_titles) and (
+                    not states.get("pending") and states.get("error", 0) == parked_bad
                 )
 
-            await eventually(all_linked, timeout=30, what="every record linked exactly once")
+            await eventually(all_linked, timeout=30, what="every record linked once, every refused one parked")
+            if world.bad & {row["title"] for row in app_db.rows()}:
+                assert "not a boolean" in daemon.command("status").stdout  # parked with its error
             assert daemon.stop(signal.SIGTERM) == 0
             plan = daemon.command("plan", "--json")
             assert plan.returncode == 0, plan.stderr
             assert json.loads(plan.stdout)["bindings"][0]["writes"] == [], f"seed {seed}: a further resync writes"
             print(
                 f"seed {seed}: {STEPS} steps, {world.kills} SIGKILLs, faults {dict(world.faults)},"
-                f" {len(app_titles)} records on each side at the end"
+                f" {len(app_titles)} records on each side at the end, {len(world.bad)} refused and parked"
             )
         finally:
             daemon.kill()
