@@ -7,7 +7,7 @@ daemon killed with SIGKILL at random moments and restarted. Then the faults stop
 sides go quiet, and the suite checks: both sides hold the same values; every record is
 linked exactly once; no title appears twice on either side (no twins); and a further
 `tandem plan` plans no write. A failing seed is in the test id: rerun it with
-`pytest tests/e2e/test_simulation.py -k seed-N`; `make soak` runs many more seeds.
+`pytest tests/e2e/test_simulation.py -m soak -k seed-N`; `make soak` runs seeds 1-40.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pytest
 from tests.support.daemon import AppDb, Daemon, bindings_toml, eventually
 from tests.support.servers import inject, sample_app_process
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.soak]
 
 SEEDS = [int(s) for s in os.environ.get("TANDEM_SIM_SEEDS", "1,2,3").split(",")]
 STEPS = int(os.environ.get("TANDEM_SIM_STEPS", "50"))
