@@ -32,7 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 TANDEM = str(Path(sys.executable).parent / "tandem")
 
-CONFIG = """
+CONNECTIONS = """
 [connections.app]
 type = "sqlite"
 path = "app.db"
@@ -44,7 +44,11 @@ base_url = "{url}"
 [[bindings]]
 name = "tasks"
 match = ["title"]
-app = {{ connection = "app", table = "tasks", id = "id" }}
+"""
+
+CONFIG = (
+    CONNECTIONS
+    + """app = {{ connection = "app", table = "tasks", id = "id" }}
 
 [bindings.external]
 connection = "api"
@@ -55,6 +59,7 @@ pagination = {{ type = "page", page_param = "_page", size_param = "_limit", size
 title = "title"
 done = {{ external = "completed", type = "bool" }}
 """
+)
 
 
 def free_port() -> int:

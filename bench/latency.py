@@ -35,26 +35,16 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from initial_sync import ROOT, TANDEM, free_port, linked, start_sample_app
+from initial_sync import CONNECTIONS, ROOT, TANDEM, free_port, linked, start_sample_app
 
 from daemon.webhooks import sign
 
 SECRET = "bench-webhook-secret"
 RECORDS = 100
 
-CONFIG = """
-[connections.app]
-type = "sqlite"
-path = "app.db"
-
-[connections.api]
-type = "rest"
-base_url = "{url}"
-
-[[bindings]]
-name = "tasks"
-match = ["title"]
-
+CONFIG = (
+    CONNECTIONS
+    + """
 [bindings.app]
 connection = "app"
 table = "tasks"
@@ -70,6 +60,7 @@ webhook = {{ secret = "{secret}", ids = "id" }}
 [bindings.fields]
 title = "title"
 """
+)
 
 
 def percentile(values: list[float], q: float) -> float:
