@@ -203,10 +203,15 @@ def main() -> None:
         "tandem_peak_rss_mb": round(result["peak_rss_mb"], 1),
         "tandem_api_requests": result["requests"],
     }
+    report("initial_sync", summary)
+
+
+def report(name: str, results: object) -> None:
+    """Print the results and keep them in bench/out/NAME.json."""
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
-    (out / "initial_sync.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from initial_sync import CONNECTIONS, ROOT, TANDEM, free_port, linked, start_sample_app
+from initial_sync import CONNECTIONS, TANDEM, free_port, linked, report, start_sample_app
 
 from daemon.webhooks import sign
 
@@ -207,10 +207,7 @@ def main() -> None:
     finally:
         sample.send_signal(signal.SIGTERM)
         sample.wait(timeout=30)
-    out = ROOT / "bench" / "out"
-    out.mkdir(exist_ok=True)
-    (out / "latency.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    report("latency", results)
 
 
 if __name__ == "__main__":

@@ -292,7 +292,7 @@ class Reconciler:
         collection = self.binding.side(write.side)
         fields = native(write.values, write.side, self.policy)
         if write.op is Op.CREATE:
-            scene.row = await self._record_intent(write, scene, row=scene.row)
+            await self._record_intent(write, scene)
             created = await collection.create(fields)
             scene.set(write.side, created)
         elif write.op is Op.UPDATE:
@@ -310,13 +310,14 @@ class Reconciler:
         scene.writes.append(write)
         self._on_write(write)
 
-    async def _record_intent(self, write: Write, scene: _Scene, *, row: int | None) -> int:
+    async def _record_intent(self, write: Write, scene: _Scene) -> None:
+        """Store the write intent before the create: on the scene's link, or a new one."""
         now = self._clock()
-        if row is not None:
-            await self.store.mark_pending(row, side=write.side, values=write.values, now=now)
-            return row
+        if scene.row is not None:
+            await self.store.mark_pending(scene.row, side=write.side, values=write.values, now=now)
+            return
         other = write.side.other
-        return await self.store.insert_link(
+        scene.row = await self.store.insert_link(
             self.binding.name,
             app_id=scene.id(Side.APP) if other is Side.APP else None,
             external_id=scene.id(Side.EXTERNAL) if other is Side.EXTERNAL else None,

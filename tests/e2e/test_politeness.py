@@ -29,6 +29,12 @@ def _busiest_second(arrivals: list[tuple[float, bool]]) -> int:
     return best
 
 
+async def _pushed(daemon: Daemon, count: int) -> bool:
+    """Asked of tandem, not of the API, so that only tandem's requests reach the server."""
+    metrics = await daemon.metrics()
+    return metrics.get('tandem_writes_total{binding="tasks",op="create",side="external"}') == count
+
+
 def _limited_daemon(tmp_path: Path, url: str, rate: int) -> Daemon:
     config = bindings_toml(url).replace('base_url = "', f'rate_limit = {rate}\nbase_url = "', 1)
     (tmp_path / "tandem.toml").write_text(config)
@@ -42,11 +48,7 @@ async def test_no_second_holds_more_requests_than_the_rate_limit(tmp_path, exter
     try:
         await daemon.start()
 
-        async def pushed() -> bool:  # asked of tandem, so that only tandem talks to the API
-            metrics = await daemon.metrics()
-            return metrics.get('tandem_writes_total{binding="tasks",op="create",side="external"}') == 60
-
-        await eventually(pushed, timeout=30, what="the push of 60 records at 20 requests/s")
+        await eventually(lambda: _pushed(daemon, 60), timeout=30, what="the push of 60 records at 20 requests/s")
         assert daemon.stop() == 0
     finally:
         daemon.kill()
@@ -66,11 +68,7 @@ async def test_a_429_storm_pauses_every_request_for_retry_after_then_sync_recove
         for i in range(5):
             app_db.execute("INSERT INTO tasks (title) VALUES (?)", (f"stormy {i}",))
 
-        async def recovered() -> bool:  # asked of tandem, so that only tandem talks to the API
-            metrics = await daemon.metrics()
-            return metrics.get('tandem_writes_total{binding="tasks",op="create",side="external"}') == 5
-
-        await eventually(recovered, timeout=30, what="the sync to recover after the storm")
+        await eventually(lambda: _pushed(daemon, 5), timeout=30, what="the sync to recover after the storm")
         assert daemon.stop() == 0
     finally:
         daemon.kill()
