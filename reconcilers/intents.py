@@ -6,6 +6,11 @@ record that a create of the intent's values could have made: exactly one such un
 record is the twin and gets linked; none means the create never happened and the
 record is decided afresh; several wait for an operator. A second create is never the
 answer to not knowing.
+
+The record the create was made from is checked too: a table that reuses the ids of
+deleted rows (SQLite's `INTEGER PRIMARY KEY` without `AUTOINCREMENT`) can hand its id to
+a new record while the intent waits. When its match fields no longer fit the intent, the
+twin belongs to a record that is gone, and the link keeps only the twin, as a tombstone.
 """
 
 from __future__ import annotations
@@ -43,7 +48,15 @@ def could_have_made(record: Record, side: Side, values: dict[str, Canon], policy
     return all(seen.get(name) == value for name, value in values.items())
 
 
-async def settle_intent(link: Link, *, binding: Binding, store: StateStore, now: float) -> tuple[Settled, str]:
+def _replaced(source: Record | None, side: Side, values: dict[str, Canon], policy: Policy) -> bool:
+    """Does the source's id now name another record? Only match fields can tell."""
+    return source is not None and bool(policy.match) and not could_have_made(source, side, values, policy)
+
+
+async def settle_intent(
+    link: Link, *, binding: Binding, store: StateStore, now: float, source: Record | None = None
+) -> tuple[Settled, str]:
+    """Settle `link`'s pending create; `source` is the record it was made from, as seen now."""
     side = link.intent_side
     assert side is not None
     values = link.intent_values or {}
@@ -59,6 +72,20 @@ async def settle_intent(link: Link, *, binding: Binding, store: StateStore, now:
     ]
     if len(candidates) == 1:
         found = candidates[0].id
+        if _replaced(source, side.other, values, policy):
+            assert source is not None
+            await store.settle(
+                link.row,
+                app_id=found if side is Side.APP else None,
+                external_id=found if side is Side.EXTERNAL else None,
+                state=LinkState.DELETED,
+                base=dict(values),
+                now=now,
+            )
+            return Settled.FOUND, (
+                f"the interrupted create had happened ({side.value} {found}), but {side.other.value}"
+                f" {source.id} is another record now: its source was deleted and the id reused"
+            )
         await store.settle(
             link.row,
             app_id=found if side is Side.APP else link.app_id,

@@ -150,7 +150,8 @@ def _classify_link(link: LinkDigest, *, app: Listing, external: Listing, policy:
     if e is not None and ext_key:
         observed.append((ext_key, Observation(e)))
 
-    if link.state is LinkState.PENDING or app_key is None or ext_key is None:
+    half = app_key is None or ext_key is None
+    if link.state is LinkState.PENDING or (half and link.state is not LinkState.DELETED):
         work.add(key, *observed)  # a write intent to settle, or a parked half link
         return
     app_gone = a is None and app.complete

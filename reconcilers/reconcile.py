@@ -149,10 +149,12 @@ class Reconciler:
 
         if link is not None and link.state is LinkState.PENDING:
             return await self._settle_intent(link, scene)
+        # A tombstone may keep one side only: the other's record is gone, its id reused.
+        tombstone = link is not None and link.state is LinkState.DELETED
         unchanged = parked_fingerprint(scene.app, scene.external)
         if link is not None and link.state is LinkState.ERROR and link.failed_fingerprint == unchanged:
             return self._result(Outcome.SUCCESS, "parked-unchanged", scene)
-        fully_linked = link is not None and link.app_id is not None and link.external_id is not None
+        fully_linked = link is not None and (tombstone or (link.app_id is not None and link.external_id is not None))
         if not fully_linked:
             source_side = key[0]
             source = scene.record(source_side)
@@ -363,7 +365,11 @@ class Reconciler:
     # --- write intents -----------------------------------------------------------
 
     async def _settle_intent(self, link: Link, scene: _Scene) -> Result:
-        settled, message = await settle_intent(link, binding=self.binding, store=self.store, now=self._clock())
+        assert link.intent_side is not None
+        source = scene.record(link.intent_side.other)
+        settled, message = await settle_intent(
+            link, binding=self.binding, store=self.store, now=self._clock(), source=source
+        )
         if settled is Settled.AMBIGUOUS:
             return self._result(Outcome.ERROR, settled.value, scene, error=message)
         if settled is Settled.WAITING:  # the create may still land: look again when it cannot

@@ -142,7 +142,8 @@ async def test_invariants_hold_after_faults_and_kills(seed: int, tmp_path: Path)
         # The guard is for accidents, and this history deletes on purpose.
         config = config.replace("max_fraction = 0.5, min_count = 3", "max_fraction = 1.0, min_count = 1000")
         (tmp_path / "tandem.toml").write_text(config)
-        daemon = Daemon(tmp_path, env={"TANDEM_SHUTDOWN_TIMEOUT": "1", "TANDEM_LOG_LEVEL": "info"})
+        log_level = os.environ.get("TANDEM_SIM_LOG_LEVEL", "info")  # debug shows every reconcile
+        daemon = Daemon(tmp_path, env={"TANDEM_SHUTDOWN_TIMEOUT": "1", "TANDEM_LOG_LEVEL": log_level})
         world = World(rng, app_db, url, daemon)
         try:
             for _ in range(5):
