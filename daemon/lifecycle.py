@@ -21,6 +21,7 @@ from daemon.logs import Redactor
 from daemon.metrics import Metrics
 from daemon.notify import Notifier
 from daemon.settings import Settings
+from daemon.statelock import state_lock
 from daemon.systemd import announce_ready, notify
 from daemon.webhooks import WebhookIntake
 from daemon.wiring import notify_specs, timing_for, webhook_specs, wire
@@ -28,6 +29,9 @@ from reconcilers.controller import Controller
 from reconcilers.state import open_state
 
 log = structlog.get_logger(__name__)
+
+STATE_LOCK_WAIT = 10.0
+"""How long start-up waits for the state lock: a previous instance may still be stopping."""
 
 
 async def _watch_signals(stopping: anyio.Event, scope: anyio.CancelScope) -> None:
@@ -50,6 +54,7 @@ async def _watch_signals(stopping: anyio.Event, scope: anyio.CancelScope) -> Non
 async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Redactor) -> None:
     metrics = Metrics()
     async with AsyncExitStack() as stack:
+        await stack.enter_async_context(state_lock(settings.state, wait=STATE_LOCK_WAIT))
         store = await stack.enter_async_context(open_state(settings.state))
         wired = await stack.enter_async_context(wire(config, observer=metrics.observe_request))
         for binding in wired.bindings:

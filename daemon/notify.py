@@ -10,6 +10,7 @@ capped at 5 minutes) while the sync goes on: delivery never blocks a reconcile.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from daemon.webhooks import sign
-from reconcilers.state import OutboxEntry, StateStore
+from reconcilers.state import OutboxEntry, StateStore, state_busy
 
 log = structlog.get_logger(__name__)
 
@@ -50,17 +51,28 @@ class Notifier:
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=self.spec.timeout, follow_redirects=False) as client:
             while True:
-                due = await self._store.due_events(self.binding, now=time.time(), limit=BATCH)
-                for entry in due:
-                    await self._deliver(client, entry)
-                self._depth.set(await self._store.outbox_depth(self.binding))
-                if len(due) == BATCH:
-                    continue
-                next_at = await self._store.next_event_at(self.binding)
-                wait = max(0.0, next_at - time.time()) if next_at is not None else MAX_BACKOFF
-                with anyio.move_on_after(wait):
-                    await self._wake.wait()
-                self._wake = anyio.Event()
+                try:
+                    wait = await self._round(client)
+                except sqlite3.OperationalError as exc:
+                    if not state_busy(exc):
+                        raise
+                    log.warning("notify.state_busy", binding=self.binding, error=str(exc))
+                    wait = 1.0
+                if wait:
+                    with anyio.move_on_after(wait):
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
+
+    async def _round(self, client: httpx.AsyncClient) -> float:
+        """Deliver what is due; return how long to wait before the next round."""
+        due = await self._store.due_events(self.binding, now=time.time(), limit=BATCH)
+        for entry in due:
+            await self._deliver(client, entry)
+        self._depth.set(await self._store.outbox_depth(self.binding))
+        if len(due) == BATCH:
+            return 0.0
+        next_at = await self._store.next_event_at(self.binding)
+        return max(0.0, next_at - time.time()) if next_at is not None else MAX_BACKOFF
 
     async def _deliver(self, client: httpx.AsyncClient, entry: OutboxEntry) -> None:
         body = entry.body.encode()

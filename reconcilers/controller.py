@@ -11,6 +11,7 @@ a requeue comes back after the delay it asked for.
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from reconcilers.observe import Key, Observation
 from reconcilers.plan import Write
 from reconcilers.reconcile import Outcome, Reconciler, Result
 from reconcilers.resync import Observed, observe
-from reconcilers.state import BindingState, StateStore
+from reconcilers.state import BindingState, StateStore, state_busy
 from reconcilers.workqueue import WorkQueue
 
 log = structlog.get_logger(__name__)
@@ -167,6 +168,8 @@ class Controller:
         except ConnectorError as exc:
             return exc
         except Exception as exc:  # unknown faults count as transient, with a traceback
+            if state_busy(exc):
+                return TransientError(f"state database: {exc}")
             log.exception("reconcile.crashed", binding=self.name, side=key[0].value, id=key[1])
             return exc
 
@@ -235,6 +238,10 @@ class Controller:
                 await self.resync(allow_deletes=allow, retry_parked=retry)
             except ConnectorError as exc:
                 log.warning("resync.failed", binding=self.name, error=str(exc))
+            except sqlite3.OperationalError as exc:
+                if not state_busy(exc):
+                    raise
+                log.warning("resync.failed", binding=self.name, error=f"state database: {exc}")
             with anyio.move_on_after(self.timing.wait(self.timing.resync_interval)):
                 await self._resync_wake.wait()
             self._resync_wake = anyio.Event()
@@ -312,7 +319,13 @@ class Controller:
             for record_id in batch.ids:
                 self.enqueue((side, record_id), seen.get(record_id), seen_at=started)
             if batch.cursor != cursor:
-                await self.store.set_cursor(self.name, source, batch.cursor)
+                try:
+                    await self.store.set_cursor(self.name, source, batch.cursor)
+                except sqlite3.OperationalError as exc:
+                    if not state_busy(exc):
+                        raise
+                    # The batch is queued; the cursor is kept in memory and stored next time.
+                    log.warning("feed.cursor_not_stored", binding=self.name, side=side.value, error=str(exc))
                 cursor = batch.cursor
             if not batch.more:
                 with anyio.move_on_after(self.timing.wait(interval)):
@@ -321,7 +334,11 @@ class Controller:
 
     async def _gauge_loop(self) -> None:
         while True:
-            await self.refresh_gauges()
+            try:
+                await self.refresh_gauges()
+            except sqlite3.OperationalError as exc:
+                if not state_busy(exc):
+                    raise
             await anyio.sleep(self.timing.gauge_interval)
 
     async def refresh_gauges(self) -> None:

@@ -342,6 +342,12 @@ class StateStore:
         await self._db.execute(sql, params)
 
 
+def state_busy(exc: BaseException) -> bool:
+    """Is this another writer holding the state database past the busy timeout? That
+    passes: the caller waits and tries again rather than stopping the daemon."""
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
 @asynccontextmanager
 async def open_state(path: str | Path, *, read_only: bool = False) -> AsyncIterator[StateStore]:
     """Open (and migrate) the state database; read-only opens never create or change it."""
@@ -375,4 +381,5 @@ __all__ = [
     "StateError",
     "StateStore",
     "open_state",
+    "state_busy",
 ]
