@@ -251,6 +251,7 @@ class Controller:
             started = time.perf_counter()
             if retry_parked:
                 await self.store.retry_parked(self.name)
+            await self.reconciler.settle_released_intents()
             self._touched = set()
             observed = await observe(
                 name=self.name,

@@ -48,8 +48,11 @@ def could_have_made(record: Record, side: Side, values: dict[str, Canon], policy
     return all(seen.get(name) == value for name, value in values.items())
 
 
-def _replaced(source: Record | None, side: Side, values: dict[str, Canon], policy: Policy) -> bool:
-    """Does the source's id now name another record? Only match fields can tell."""
+def _replaced(link: Link, source: Record | None, side: Side, values: dict[str, Canon], policy: Policy) -> bool:
+    """Does the source's id now name another record? Released links say so; otherwise
+    only match fields can tell."""
+    if (link.app_id if side is Side.APP else link.external_id) is None:
+        return True
     return source is not None and bool(policy.match) and not could_have_made(source, side, values, policy)
 
 
@@ -72,8 +75,7 @@ async def settle_intent(
     ]
     if len(candidates) == 1:
         found = candidates[0].id
-        if _replaced(source, side.other, values, policy):
-            assert source is not None
+        if _replaced(link, source, side.other, values, policy):
             await store.settle(
                 link.row,
                 app_id=found if side is Side.APP else None,
@@ -83,8 +85,8 @@ async def settle_intent(
                 now=now,
             )
             return Settled.FOUND, (
-                f"the interrupted create had happened ({side.value} {found}), but {side.other.value}"
-                f" {source.id} is another record now: its source was deleted and the id reused"
+                f"the interrupted create had happened ({side.value} {found}), but its source"
+                f" {side.other.value} record was deleted and its id reused"
             )
         await store.settle(
             link.row,

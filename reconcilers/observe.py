@@ -143,7 +143,8 @@ def _classify_link(link: LinkDigest, *, app: Listing, external: Listing, policy:
     app_key = (Side.APP, link.app_id) if link.app_id is not None else None
     ext_key = (Side.EXTERNAL, link.external_id) if link.external_id is not None else None
     key = app_key or ext_key
-    assert key is not None
+    if key is None:
+        return  # a released write intent: the resync settles those itself
     observed: list[tuple[Key, Observation]] = []
     if a is not None and app_key:
         observed.append((app_key, Observation(a)))

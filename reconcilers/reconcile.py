@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import structlog
+
 from connectors.base import (
     ConflictError,
     NotFoundError,
@@ -27,11 +29,13 @@ from reconcilers.binding import Binding
 from reconcilers.canonical import Canon
 from reconcilers.intents import INTENT_WINDOW, Settled, could_have_made, settle_intent
 from reconcilers.locks import PairLocks
-from reconcilers.mapping import MappingError, match_values, matching, native, view
+from reconcilers.mapping import MappingError, match_key, match_values, matching, native, view
 from reconcilers.model import Link, LinkState, Op, Policy, Side, Values
 from reconcilers.observe import Key, Observation
 from reconcilers.plan import FieldConflict, LinkChange, Plan, Write, plan
 from reconcilers.state import LinkTaken, StateStore
+
+log = structlog.get_logger(__name__)
 
 PENDING_RECHECK = 0.05
 """How soon to look again at a record that may be the fruit of a create still in flight."""
@@ -155,6 +159,10 @@ class Reconciler:
         if link is not None and link.state is LinkState.ERROR and link.failed_fingerprint == unchanged:
             return self._result(Outcome.SUCCESS, "parked-unchanged", scene)
         fully_linked = link is not None and (tombstone or (link.app_id is not None and link.external_id is not None))
+        if fully_linked and link is not None and not tombstone:
+            waiting = await self._reused_by_our_create(link, scene)
+            if waiting is not None:
+                return waiting
         if not fully_linked:
             source_side = key[0]
             source = scene.record(source_side)
@@ -246,6 +254,12 @@ class Reconciler:
         """
         now = self._clock()
         for intent in await self.store.pending(self.binding.name, side=side):
+            if intent.app_id is None and intent.external_id is None:
+                # Released: its source's id went to another record. Settle it now; nothing
+                # else can reach it before the resync does.
+                settled, _ = await settle_intent(intent, binding=self.binding, store=self.store, now=now)
+                if settled is not Settled.WAITING:
+                    return Result(Outcome.REQUEUE, settled.value, requeue_after=0)
             # Without match fields a server that rewrites a value could hide its creation
             # from the comparison: then any recent intent counts.
             recent = not self.policy.match and now - (intent.updated_at or 0.0) < INTENT_WINDOW
@@ -255,6 +269,56 @@ class Reconciler:
         if now_linked is not None and (own is None or now_linked.row != own.row):
             return Result(Outcome.REQUEUE, "linked-meanwhile", requeue_after=0)
         return None
+
+    async def settle_released_intents(self) -> int:
+        """Settle write intents whose source id was handed to another record: no key
+        reaches them, so the resync asks. Returns how many are still waiting."""
+        waiting = 0
+        for intent in await self.store.pending(self.binding.name):
+            if intent.app_id is None and intent.external_id is None:
+                settled, _ = await settle_intent(intent, binding=self.binding, store=self.store, now=self._clock())
+                waiting += settled is Settled.WAITING
+        return waiting
+
+    async def _reused_by_our_create(self, link: Link, scene: _Scene) -> Result | None:
+        """Wait if a linked record's match fields changed because its id was handed to a
+        record one of our creates is making (a table that reuses the ids of deleted rows).
+        That create's link save finds the id taken and releases this link first."""
+        if not self.policy.match or link.base is None:
+            return None
+        before = match_key(link.base, self.policy)
+        for side in Side:
+            record = scene.record(side)
+            if record is None:
+                continue
+            try:
+                now_key = match_key(view(record, side, self.policy), self.policy)
+            except MappingError:
+                continue
+            if now_key == before:
+                continue
+            for intent in await self.store.pending(self.binding.name, side=side):
+                if could_have_made(record, side, intent.intent_values or {}, self.policy):
+                    return self._result(Outcome.REQUEUE, "create-in-flight", scene, after=PENDING_RECHECK)
+        return None
+
+    async def _release_if_reused(self, scene: _Scene) -> bool:
+        """After our create's link save found the new id taken: the link holding it points
+        at a deleted record whose id the table handed out again. Release it."""
+        released = False
+        for write in scene.writes:
+            new_id = scene.id(write.side)
+            if write.op is not Op.CREATE or new_id is None:
+                continue
+            stale = await self.store.link_for(self.binding.name, write.side, new_id)
+            if stale is not None and stale.row != scene.row:
+                await self.store.release(stale.row, side=write.side, now=self._clock())
+                log.warning(
+                    "reconcile.id_reused", binding=self.binding.name, side=write.side.value, id=new_id,
+                    hint="the table hands out the ids of deleted rows again; the old link keeps its other side",
+                )  # fmt: skip
+                released = True
+        return released
 
     # --- apply -------------------------------------------------------------------
 
@@ -273,7 +337,8 @@ class Reconciler:
             return self._result(Outcome.REQUEUE, "linked-meanwhile", scene, after=0.0)
         now = self._clock()
         app_id, ext_id = scene.id(Side.APP), scene.id(Side.EXTERNAL)
-        try:
+
+        async def save() -> None:
             await self._update_link(
                 decided,
                 row=scene.row,
@@ -282,6 +347,14 @@ class Reconciler:
                 now=now,
                 previous_base=scene.link.base if scene.link else None,
             )
+
+        try:
+            try:
+                await save()
+            except LinkTaken:
+                if not await self._release_if_reused(scene):
+                    raise
+                await save()
         except LinkTaken:
             return self._result(Outcome.REQUEUE, "linked-meanwhile", scene, after=0.0)
         for conflict in decided.conflicts:

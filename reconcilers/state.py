@@ -182,6 +182,16 @@ class StateStore:
         sql = "UPDATE links SET failed_fingerprint = NULL WHERE binding = ? AND state = 'error'"
         await self._db.execute(sql, (binding,))
 
+    async def release(self, row: int, *, side: Side, now: float) -> None:
+        """The link's record on `side` is gone and its id names another record now: the
+        link keeps the other side only, as a tombstone (a pending intent keeps waiting)."""
+        column = "app_id" if side is Side.APP else "external_id"
+        sql = (
+            f"UPDATE links SET {column} = NULL, updated_at = ?,"
+            " state = CASE state WHEN 'pending' THEN 'pending' ELSE 'deleted' END WHERE row = ?"
+        )
+        await self._db.execute(sql, (now, row))
+
     async def drop(self, row: int) -> None:
         await self._db.execute("DELETE FROM links WHERE row = ?", (row,))
 

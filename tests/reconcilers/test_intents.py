@@ -119,10 +119,11 @@ async def test_a_source_whose_id_was_reused_keeps_only_the_twin(tmp_path):
         assert await store.link_for("tasks", Side.APP, RecordId("7")) is None  # free for the new row
 
 
-async def test_an_interrupted_create_whose_source_id_was_reused_makes_no_twin(tmp_path):
+@pytest.mark.parametrize("settled_first", [False, True], ids=["reused-then-settled", "settled-then-reused"])
+async def test_an_interrupted_create_whose_source_id_was_reused_makes_no_twin(tmp_path, settled_first):
     """A lost create lands for app row 1; row 1 is deleted, and tandem's create of another
-    record reuses its id. The landed record follows its deleted source instead of being
-    overwritten with the new row's values (a twin of the new record)."""
+    record reuses its id, before or after the intent is settled. The landed record follows
+    its deleted source instead of being overwritten with the new row's values (a twin)."""
     async with _world(tmp_path) as (binding, store, url):
         app_db = AppDb(tmp_path / "app.db")
         app_db.execute("INSERT INTO tasks (title) VALUES ('old')")
@@ -136,6 +137,8 @@ async def test_an_interrupted_create_whose_source_id_was_reused_makes_no_twin(tm
         (fresh,) = await seed(url, "tasks", [{"title": "new"}])
 
         reconciler = Reconciler(binding, store)
+        if settled_first:  # the intent is linked to the deleted row before its id comes back
+            await reconciler.reconcile((Side.APP, old_id))
         keys = [
             (Side.EXTERNAL, RecordId(str(fresh["id"]))),
             (Side.APP, old_id),
