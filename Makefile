@@ -44,7 +44,7 @@ test: lint tools
 # The seeded fault-and-kill simulation (SEEDS=1-200 to choose); not part of `make test` yet.
 SEEDS ?= 1-40
 soak: install
-	TANDEM_SIM_SEEDS=$$(seq -s, $$(echo $(SEEDS) | tr - ' ')) $(BIN)/pytest tests/e2e/test_simulation.py -q -m soak
+	TANDEM_SIM_SEEDS=$$(seq -s, $$(echo $(SEEDS) | tr - ' ')) $(BIN)/pytest tests/e2e/test_simulation.py -q -s
 
 bench: install
 	$(BIN)/python bench/initial_sync.py --records 10000

@@ -31,6 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 PAGINATION_STYLES = ("none", "page", "offset", "cursor", "cursor-header", "link")
 
@@ -45,11 +46,25 @@ class Fault:
     path_prefix: str = ""
     query: str = ""  # a substring the query string must contain ("_page=2")
     body: str | None = None
+    drop: str = ""  # "before": the connection breaks before the server acts; "after": once it has
 
     def applies(self, method: str, path: str, query: str) -> bool:
         return (
             (not self.methods or method in self.methods) and path.startswith(self.path_prefix) and self.query in query
         )
+
+
+class Dropped(Response):
+    """A response cut off mid-body: the server closes the connection, the client sees it break."""
+
+    def __init__(self) -> None:
+        super().__init__(b"", status_code=200)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"4096")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"id": ', "more_body": True})
+        raise ConnectionAbortedError("injected: connection dropped")
 
 
 @dataclass
@@ -130,6 +145,11 @@ def build_app(options: Options | None = None) -> Starlette:
         faulted.count -= 1
         if faulted.delay:
             await anyio.sleep(faulted.delay)
+        if faulted.drop == "before":
+            return Dropped()
+        if faulted.drop == "after":
+            request.state.drop_after = True
+            return None
         if faulted.status == 0:
             return None  # a pure delay
         headers = {"Retry-After": faulted.retry_after} if faulted.retry_after else {}
@@ -200,6 +220,8 @@ def build_app(options: Options | None = None) -> Starlette:
 
     async def add_fault(request: Request) -> Response:
         body = await request.json()
+        if body.get("drop", "") not in ("", "before", "after"):
+            return JSONResponse({"error": "drop must be 'before' or 'after'"}, status_code=400)
         store.faults.append(
             Fault(
                 status=int(body.get("status", 500)),
@@ -210,6 +232,7 @@ def build_app(options: Options | None = None) -> Starlette:
                 path_prefix=str(body.get("path_prefix", "")),
                 query=str(body.get("query", "")),
                 body=body.get("body"),
+                drop=str(body.get("drop", "")),
             )
         )
         return JSONResponse({"faults": len(store.faults)}, status_code=201)
@@ -262,7 +285,8 @@ def build_app(options: Options | None = None) -> Starlette:
         async def run(request: Request) -> Response:
             started = time.perf_counter()
             try:
-                return await handler(request)
+                response = await handler(request)
+                return Dropped() if getattr(request.state, "drop_after", False) else response
             finally:
                 if len(store.handling) < 1_000_000:
                     store.handling.append(time.perf_counter() - started)

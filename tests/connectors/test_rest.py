@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from connectors.base import (
@@ -255,3 +256,27 @@ async def test_a_200_without_a_record_is_a_fault_not_a_deletion():
         async for tasks in _collection(url, retries=0):
             with pytest.raises(TransientError, match="without a record"):
                 await tasks.get(RecordId(str(record["id"])))
+
+
+async def test_a_dropped_connection_is_retried_for_a_read():
+    async with sample_app() as url:
+        (record,) = await seed(url, "tasks", [{"title": "behind a flaky link"}])
+        await inject(url, drop="before", count=2, methods=["GET"])
+        async for tasks in _collection(url, retries=3):
+            found = await tasks.get(RecordId(str(record["id"])))
+        counts = await request_counts(url)
+    assert found is not None and found.fields["title"] == "behind a flaky link"
+    assert counts["GET tasks"] == 3
+
+
+async def test_a_create_whose_connection_drops_after_the_server_acted_is_not_sent_again():
+    async with sample_app() as url:
+        await inject(url, drop="after", count=1, methods=["POST"])
+        async for tasks in _collection(url, retries=3):
+            with pytest.raises(TransientError, match="POST"):
+                await tasks.create({"title": "made once"})
+        counts = await request_counts(url)
+        async with httpx.AsyncClient() as client:
+            titles = [r["title"] for r in (await client.get(f"{url}/_admin/direct/tasks")).json()]
+    assert counts["POST tasks"] == 1
+    assert titles == ["made once"]  # the server made it; the intent's lookup will find it

@@ -281,3 +281,18 @@ async def test_an_ambiguous_match_waits_for_an_operator(daemon: Daemon, external
 
     await eventually(second_mirrored, what="the other external record to get its own app twin")
     assert daemon.stop() == 0
+
+
+async def test_huge_and_unicode_values_cross_intact(daemon: Daemon, external: str, app_db: AppDb):
+    big = "λ✓ 🚀 " * 350_000  # about 4.5 MB of UTF-8
+    app_db.execute("INSERT INTO tasks (title, note) VALUES (?, ?)", ("big from the app", big))
+    await seed(external, "tasks", [{"title": "big from outside", "note": big[::-1], "completed": False}])
+    await daemon.start()
+
+    async def both_crossed() -> bool:
+        notes = {r["title"]: r.get("note") for r in await ext_records(external)}
+        rows = {row["title"]: row["note"] for row in app_db.rows()}
+        return notes.get("big from the app") == big and rows.get("big from outside") == big[::-1]
+
+    await eventually(both_crossed, timeout=60, what="multi-megabyte values on both sides")
+    assert daemon.stop() == 0
