@@ -8,7 +8,7 @@ boundary, so the reconciler decides retries from the error's type alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NewType, Protocol
 
@@ -114,6 +114,8 @@ class Capabilities:
     """What a collection can do beyond the basics."""
 
     change_feed: bool = False
+    push: bool = False
+    """The collection can wake its change feed the moment something changes (`watch`)."""
 
 
 class Collection(Protocol):
@@ -152,6 +154,22 @@ class Collection(Protocol):
     async def changes(self, cursor: str | None) -> ChangeBatch:
         """Ids changed since `cursor` (only where `capabilities.change_feed`)."""
         ...
+
+
+class PushingCollection(Collection, Protocol):
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever a change may be waiting; runs until cancelled."""
+        ...
+
+
+class AppTable(Collection, Protocol):
+    """An app-side table: a collection whose change log tandem installs."""
+
+    async def install_changelog(self) -> None: ...
+
+    async def remove_changelog(self) -> None: ...
+
+    async def changelog_installed(self) -> bool: ...
 
 
 class Connection(Protocol):

@@ -41,6 +41,13 @@ class SqliteConnectionConfig(_Strict):
     busy_timeout: Duration = 5.0
 
 
+class PostgresConnectionConfig(_Strict):
+    type: Literal["postgres"]
+    dsn: Annotated[str, Field(pattern=r"^postgres(ql)?://")]
+    pool_size: Annotated[int, Field(ge=1, le=100)] = 4
+    timeout: Duration = 10.0
+
+
 class RestConnectionConfig(_Strict):
     type: Literal["rest"]
     base_url: Annotated[str, Field(pattern=r"^https?://")]
@@ -50,8 +57,10 @@ class RestConnectionConfig(_Strict):
     retries: Annotated[int, Field(ge=0, le=10)] = 3
 
 
-ConnectionConfig = Annotated[SqliteConnectionConfig | RestConnectionConfig, Field(discriminator="type")]
-APP_TYPES = ("sqlite",)
+ConnectionConfig = Annotated[
+    SqliteConnectionConfig | PostgresConnectionConfig | RestConnectionConfig, Field(discriminator="type")
+]
+APP_TYPES = ("sqlite", "postgres")
 EXTERNAL_TYPES = ("rest",)
 
 
@@ -74,6 +83,7 @@ class NotifyConfig(_Strict):
 class AppSideConfig(_Strict):
     connection: str
     table: str
+    schema_: Annotated[str | None, Field(alias="schema")] = None  # postgres only; default "public"
     id: str = "id"
     webhook: WebhookConfig | None = None
     notify: NotifyConfig | None = None
@@ -162,7 +172,9 @@ class BindingsFile(_Strict):
             seen.add(binding.name)
             _check_connection(self, binding.name, "app", binding.app.connection, APP_TYPES)
             _check_connection(self, binding.name, "external", binding.external.connection, EXTERNAL_TYPES)
-            table = (binding.app.connection, binding.app.table)
+            if binding.app.schema_ is not None and self.connections[binding.app.connection].type != "postgres":
+                raise ValueError(f"binding {binding.name!r}: app.schema applies to postgres tables only")
+            table = (binding.app.connection, f"{binding.app.schema_ or 'public'}.{binding.app.table}")
             if table in tables:
                 raise ValueError(
                     f"binding {binding.name!r}: table {binding.app.table!r} of connection"
@@ -202,7 +214,7 @@ def _location(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> str:
                 name = node[item].get("name")
                 label += f" ({name})" if isinstance(name, str) else ""
             parts.append(label)
-        elif item in ("sqlite", "rest") and parts and parts[0] == "connections":
+        elif item in ("sqlite", "postgres", "rest") and parts and parts[0] == "connections":
             continue  # the union member pydantic tried: not a key the user wrote
         else:
             parts.append(("." if parts else "") + str(item))

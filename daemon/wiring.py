@@ -6,14 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from connectors.base import Connection, RequestObserver, ignore_request
+from connectors.base import AppTable, Connection, RequestObserver, ignore_request
 from connectors.http import HttpSettings
 from connectors.pagination import Pagination, PaginationType
+from connectors.postgres import PostgresConnection, PostgresTableSpec
 from connectors.rest import ChangedSince, RestCollection, RestCollectionSpec, RestConnection
-from connectors.sqlite import SqliteConnection, SqliteTable, SqliteTableSpec
+from connectors.sqlite import SqliteConnection, SqliteTableSpec
 from daemon.config import (
     BindingConfig,
     BindingsFile,
+    PostgresConnectionConfig,
     RestConnectionConfig,
     SqliteConnectionConfig,
 )
@@ -79,12 +81,14 @@ def notify_specs(config: BindingsFile) -> dict[str, NotifySpec]:
 
 def make_connection(
     name: str,
-    config: SqliteConnectionConfig | RestConnectionConfig,
+    config: SqliteConnectionConfig | PostgresConnectionConfig | RestConnectionConfig,
     *,
     observer: RequestObserver = ignore_request,
-) -> SqliteConnection | RestConnection:
+) -> SqliteConnection | PostgresConnection | RestConnection:
     if isinstance(config, SqliteConnectionConfig):
         return SqliteConnection(name, config.path, busy_timeout=config.busy_timeout)
+    if isinstance(config, PostgresConnectionConfig):
+        return PostgresConnection(name, config.dsn, pool_size=config.pool_size, timeout=config.timeout)
     settings = HttpSettings(
         base_url=config.base_url,
         headers=config.headers,
@@ -99,13 +103,16 @@ def make_connection(
 class Wired:
     connections: dict[str, Connection]
     bindings: list[Binding]
-    app_tables: dict[str, SqliteTable]
+    app_tables: dict[str, AppTable]
 
 
-def _app_table(connection: Connection, config: BindingConfig) -> SqliteTable:
+def _app_table(connection: Connection, config: BindingConfig) -> AppTable:
+    app, columns = config.app, tuple(config.field_configs())
+    if isinstance(connection, PostgresConnection):
+        schema = app.schema_ or "public"
+        return connection.collection(PostgresTableSpec(table=app.table, schema=schema, id=app.id, columns=columns))
     assert isinstance(connection, SqliteConnection)
-    spec = SqliteTableSpec(table=config.app.table, id=config.app.id, columns=tuple(config.field_configs()))
-    return connection.collection(spec)
+    return connection.collection(SqliteTableSpec(table=app.table, id=app.id, columns=columns))
 
 
 def _external(connection: Connection, config: BindingConfig) -> RestCollection:
@@ -149,7 +156,7 @@ async def wire(
             stack.push_async_callback(connection.aclose)
             connections[name] = connection
         bindings = []
-        app_tables = {}
+        app_tables: dict[str, AppTable] = {}
         for binding in selected:
             table = _app_table(connections[binding.app.connection], binding)
             app_tables[binding.name] = table

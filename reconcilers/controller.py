@@ -15,11 +15,13 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import cast
 
 import anyio
 import structlog
 
-from connectors.base import ConnectorError, Record, TransientError
+from connectors.base import ConnectorError, PushingCollection, Record, TransientError
 from reconcilers.binding import Binding
 from reconcilers.events import events_for
 from reconcilers.metrics import SyncMetrics
@@ -128,8 +130,12 @@ class Controller:
                     workers.start_soon(self._worker, name=f"{self.name}:worker:{number}")
                 sources.start_soon(self._resync_loop, name=f"{self.name}:resync")
                 for side in Side:
-                    if self.binding.side(side).capabilities.change_feed:
+                    capabilities = self.binding.side(side).capabilities
+                    if capabilities.change_feed:
                         sources.start_soon(self._feed_loop, side, name=f"{self.name}:feed:{side}")
+                    if capabilities.push:
+                        pushing = cast(PushingCollection, self.binding.side(side))
+                        sources.start_soon(pushing.watch, partial(self.poke, side), name=f"{self.name}:watch:{side}")
                 sources.start_soon(self._gauge_loop, name=f"{self.name}:gauges")
                 self.started = True
                 await stopping.wait()

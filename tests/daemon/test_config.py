@@ -68,7 +68,7 @@ def test_a_good_file_loads_with_defaults_and_secrets(tmp_path):
         pytest.param(('size = 100', 'size = "many"'),
                      r"pagination\.size: Input should be a valid integer", id="wrong-value-type"),
         pytest.param(('name = "tasks"\n', ''), r"bindings\[0\]\.name: required key is missing", id="missing"),
-        pytest.param(('type = "sqlite"', 'type = "oracle"'), r"connections\.app: .*'sqlite', 'rest'",
+        pytest.param(('type = "sqlite"', 'type = "oracle"'), r"connections\.app: .*'sqlite', 'postgres', 'rest'",
                      id="unknown-connection-type"),
     ],
 )  # fmt: skip
