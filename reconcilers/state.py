@@ -184,8 +184,10 @@ class StateStore:
 
     async def release(self, row: int, *, side: Side, now: float) -> None:
         """The link's record on `side` is gone and its id names another record now: the
-        link keeps the other side only, as a tombstone (a pending intent keeps waiting)."""
-        column = "app_id" if side is Side.APP else "external_id"
+        link keeps the other side only, as a tombstone (a pending intent keeps waiting);
+        with no other side, there is nothing left to keep."""
+        column, other = ("app_id", "external_id") if side is Side.APP else ("external_id", "app_id")
+        await self._db.execute(f"DELETE FROM links WHERE row = ? AND state != 'pending' AND {other} IS NULL", (row,))
         sql = (
             f"UPDATE links SET {column} = NULL, updated_at = ?,"
             " state = CASE state WHEN 'pending' THEN 'pending' ELSE 'deleted' END WHERE row = ?"

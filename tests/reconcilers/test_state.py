@@ -67,3 +67,18 @@ async def test_a_version_1_state_is_migrated_and_keeps_its_links(tmp_path):
         assert await store.outbox_depth("b") == 0  # the new table is there
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == migrations.SCHEMA_VERSION == 2
+
+
+async def test_release_keeps_the_other_side_as_a_tombstone_or_drops_an_empty_link(tmp_path):
+    async with open_state(tmp_path / "state.db") as store:
+        pair = await store.insert_link(
+            "b", app_id=RecordId("9"), external_id=RecordId("10"), state=LinkState.SYNCED, now=1.0
+        )
+        parked = await store.insert_link("b", app_id=RecordId("8"), external_id=None, state=LinkState.ERROR, now=1.0)
+        await store.release(pair, side=Side.APP, now=2.0)
+        await store.release(parked, side=Side.APP, now=2.0)
+        kept = await store.link_by_row(pair)
+        assert kept is not None
+        assert (kept.app_id, kept.external_id, kept.state) == (None, "10", LinkState.DELETED)
+        assert await store.link_by_row(parked) is None
+        assert await store.link_for("b", Side.APP, RecordId("9")) is None
