@@ -280,3 +280,15 @@ async def test_a_create_whose_connection_drops_after_the_server_acted_is_not_sen
             titles = [r["title"] for r in (await client.get(f"{url}/_admin/direct/tasks")).json()]
     assert counts["POST tasks"] == 1
     assert titles == ["made once"]  # the server made it; the intent's lookup will find it
+
+
+async def test_429_without_retry_after_and_502_are_retried_with_backoff():
+    async with sample_app() as url:
+        (record,) = await seed(url, "tasks", [{"title": "patience"}])
+        await inject(url, status=429, count=1, methods=["GET"])  # no Retry-After: our own backoff
+        await inject(url, status=502, count=1, methods=["GET"])
+        async for tasks in _collection(url, retries=3):
+            found = await tasks.get(RecordId(str(record["id"])))
+        counts = await request_counts(url)
+    assert found is not None and found.fields["title"] == "patience"
+    assert counts["GET tasks"] == 3
