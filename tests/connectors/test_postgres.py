@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,31 +11,24 @@ import pytest
 
 from connectors.base import ConfigurationError, PermanentError
 from connectors.postgres import PostgresConnection, PostgresTable, PostgresTableSpec
-from connectors.postgres_changelog import qualified, quote
+from connectors.postgres_changelog import qualified
 from tests.support.daemon import eventually
+from tests.support.postgres import DSN, scratch_schema
 
 pytestmark = pytest.mark.anyio
 
-DSN = os.environ.get("TANDEM_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 COLUMNS = ("name", "email", "active", "score", "meta", "seen")
 
 
 @pytest.fixture
 async def schema() -> AsyncIterator[str]:
     """A schema of its own, with an awkward name, dropped afterwards."""
-    name = f'tandem test "{uuid.uuid4().hex[:8]}"'
-    admin = await asyncpg.connect(DSN)
-    try:
-        await admin.execute(f"CREATE SCHEMA {quote(name)}")
-        await admin.execute(
-            f"CREATE TABLE {qualified(name, 'contacts')} (id serial PRIMARY KEY, name text NOT NULL,"
-            " email text, active boolean NOT NULL DEFAULT true, score numeric(8, 2), meta jsonb,"
-            " seen timestamptz)"
-        )
+    columns = (
+        "id serial PRIMARY KEY, name text NOT NULL, email text, active boolean NOT NULL DEFAULT true,"
+        " score numeric(8, 2), meta jsonb, seen timestamptz"
+    )
+    async with scratch_schema(f'tandem test "{uuid.uuid4().hex[:8]}"', "contacts", columns) as name:
         yield name
-    finally:
-        await admin.execute(f"DROP SCHEMA {quote(name)} CASCADE")
-        await admin.close()
 
 
 @pytest.fixture

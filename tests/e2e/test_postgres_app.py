@@ -11,10 +11,10 @@ import asyncpg
 import httpx
 import pytest
 
-from connectors.postgres_changelog import qualified, quote
-from tests.connectors.test_postgres import DSN
+from connectors.postgres_changelog import qualified
 from tests.e2e.test_sync import ext_records, ext_titles
 from tests.support.daemon import Daemon, bindings_toml, eventually
+from tests.support.postgres import DSN, scratch_schema
 from tests.support.servers import seed
 
 pytestmark = pytest.mark.anyio
@@ -47,18 +47,12 @@ class AppTable:
 
 @pytest.fixture
 async def pg_app() -> AsyncIterator[AppTable]:
-    schema = f"tandem_e2e_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(DSN)
-    try:
-        await admin.execute(f"CREATE SCHEMA {quote(schema)}")
-        await admin.execute(
-            f"CREATE TABLE {qualified(schema, 'tasks')} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-            " title text NOT NULL, done boolean NOT NULL DEFAULT false, note text)"
-        )
+    columns = (
+        "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, title text NOT NULL,"
+        " done boolean NOT NULL DEFAULT false, note text"
+    )
+    async with scratch_schema(f"tandem_e2e_{uuid.uuid4().hex[:8]}", "tasks", columns) as schema:
         yield AppTable(schema)
-    finally:
-        await admin.execute(f"DROP SCHEMA {quote(schema)} CASCADE")
-        await admin.close()
 
 
 @pytest.fixture
