@@ -47,6 +47,9 @@ class ChangeBatch:
     more: bool = False
     records: Sequence[Record] = ()
     """The changed records themselves, where the feed returns them (saves a read each)."""
+    history_lost: bool = False
+    """The feed cannot vouch for what happened before `cursor` (the server purged its
+    tombstones): deletions may be missing, so a full resync is due."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +119,17 @@ class Capabilities:
     change_feed: bool = False
     push: bool = False
     """The collection can wake its change feed the moment something changes (`watch`)."""
+    chosen_ids: bool = False
+    """`create` takes the id tandem chose, and a create sent twice makes one record."""
 
 
 class Collection(Protocol):
     """A set of records on one side of a binding.
 
     `delete` of a missing record succeeds; `get` of a missing record returns None;
-    `update` of a missing record raises NotFoundError.
+    `update` of a missing record raises NotFoundError. Where the system can guard a
+    write with a version, `update` and `delete` pass `current.version` and raise
+    ConflictError when the record has changed since.
     """
 
     @property
@@ -139,13 +146,17 @@ class Collection(Protocol):
 
     async def get(self, record_id: RecordId) -> Record | None: ...
 
-    async def create(self, fields: Mapping[str, JSONValue]) -> Record: ...
+    async def create(self, fields: Mapping[str, JSONValue], *, record_id: RecordId | None = None) -> Record:
+        """Create a record; `record_id` is the id to give it (only where `chosen_ids`)."""
+        ...
 
     async def update(
         self, record_id: RecordId, fields: Mapping[str, JSONValue], *, current: Record | None
     ) -> Record | None: ...
 
-    async def delete(self, record_id: RecordId) -> None: ...
+    async def delete(self, record_id: RecordId, *, current: Record | None = None) -> None:
+        """Delete; where `current` is given, only that version (ConflictError otherwise)."""
+        ...
 
     async def find(self, match: Mapping[str, JSONValue]) -> list[Record]:
         """Records that may have these field values: a superset, the caller filters."""

@@ -313,7 +313,8 @@ class PostgresTable:
 
     # --- writes ------------------------------------------------------------------
 
-    async def create(self, fields: Mapping[str, JSONValue]) -> Record:
+    async def create(self, fields: Mapping[str, JSONValue], *, record_id: RecordId | None = None) -> Record:
+        # The table or API picks ids (no `chosen_ids`): `record_id` is never passed.
         values = dict(fields)
         if not values:
             sql = f"INSERT INTO {self._table} DEFAULT VALUES RETURNING *"
@@ -336,7 +337,8 @@ class PostgresTable:
             raise NotFoundError(f"{self.label}: record {record_id!r} is gone")
         return records[0]
 
-    async def delete(self, record_id: RecordId) -> None:
+    async def delete(self, record_id: RecordId, *, current: Record | None = None) -> None:
+        # No version to guard with: the reconciler's fresh read is the guard.
         sql = f"DELETE FROM {self._table} WHERE {self._id} = {self._param(1, self.spec.id)}"
         await self._execute(sql, (str(record_id),))
 

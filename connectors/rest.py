@@ -167,7 +167,8 @@ class RestCollection:
 
     # --- writes ------------------------------------------------------------------
 
-    async def create(self, fields: Mapping[str, JSONValue]) -> Record:
+    async def create(self, fields: Mapping[str, JSONValue], *, record_id: RecordId | None = None) -> Record:
+        # The table or API picks ids (no `chosen_ids`): `record_id` is never passed.
         response = await self._client.request("POST", self._path, json=dict(fields))
         record = self._single(response) if response.content else None
         if record is not None:
@@ -191,7 +192,8 @@ class RestCollection:
         response = await self._client.request(method, self._item(record_id), json=body)
         return self._single(response) if response.content else None
 
-    async def delete(self, record_id: RecordId) -> None:
+    async def delete(self, record_id: RecordId, *, current: Record | None = None) -> None:
+        # No version to guard with: the reconciler's fresh read is the guard.
         await self._client.request("DELETE", self._item(record_id), allow_not_found=True)
 
     # --- helpers -----------------------------------------------------------------

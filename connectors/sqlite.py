@@ -213,7 +213,8 @@ class SqliteTable:
 
     # --- writes ------------------------------------------------------------------
 
-    async def create(self, fields: Mapping[str, JSONValue]) -> Record:
+    async def create(self, fields: Mapping[str, JSONValue], *, record_id: RecordId | None = None) -> Record:
+        # The table or API picks ids (no `chosen_ids`): `record_id` is never passed.
         values = {column: encode(value) for column, value in fields.items()}
         if self.spec.id not in values and not self._integer_id:
             values[self.spec.id] = uuid.uuid4().hex  # a text key: tandem chooses it
@@ -236,7 +237,8 @@ class SqliteTable:
             raise NotFoundError(f"{self.label}: record {record_id!r} is gone")
         return records[0]
 
-    async def delete(self, record_id: RecordId) -> None:
+    async def delete(self, record_id: RecordId, *, current: Record | None = None) -> None:
+        # No version to guard with: the reconciler's fresh read is the guard.
         await self._execute(f"DELETE FROM {self._table} WHERE {self._id} = ?", (self._key(record_id),))
 
     # --- helpers -----------------------------------------------------------------

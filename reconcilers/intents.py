@@ -7,6 +7,9 @@ record is the twin and gets linked; none means the create never happened and the
 record is decided afresh; several wait for an operator. A second create is never the
 answer to not knowing.
 
+Where the side takes the id tandem chooses (`chosen_ids`), the intent stores that id
+before the create, and the lookup is a read of that one id.
+
 The record the create was made from is checked too: a table that reuses the ids of
 deleted rows (SQLite's `INTEGER PRIMARY KEY` without `AUTOINCREMENT`) can hand its id to
 a new record while the intent waits. When its match fields no longer fit the intent, the
@@ -56,6 +59,22 @@ def _replaced(link: Link, source: Record | None, side: Side, values: dict[str, C
     return source is not None and bool(policy.match) and not could_have_made(source, side, values, policy)
 
 
+async def _could_be_ours(link: Link, binding: Binding, values: dict[str, Canon]) -> list[Record]:
+    """The records the create could have made: the one with the id it chose, or a lookup."""
+    side, policy = link.intent_side, binding.policy
+    assert side is not None
+    collection = binding.side(side)
+    if link.intent_id is not None:
+        # The id was fresh when chosen: a record under it is ours, whatever it holds now.
+        found = await collection.get(link.intent_id)
+        return [found] if found is not None else []
+    if policy.match:
+        query = match_values(values, policy, side)
+    else:
+        query = native(writable(values, side, policy), side, policy)
+    return [record for record in await collection.find(query) if could_have_made(record, side, values, policy)]
+
+
 async def settle_intent(
     link: Link, *, binding: Binding, store: StateStore, now: float, source: Record | None = None
 ) -> tuple[Settled, str]:
@@ -64,14 +83,10 @@ async def settle_intent(
     assert side is not None
     values = link.intent_values or {}
     policy = binding.policy
-    if policy.match:
-        query = match_values(values, policy, side)
-    else:
-        query = native(writable(values, side, policy), side, policy)
     candidates = [
         record
-        for record in await binding.side(side).find(query)
-        if could_have_made(record, side, values, policy) and await store.link_for(binding.name, side, record.id) is None
+        for record in await _could_be_ours(link, binding, values)
+        if await store.link_for(binding.name, side, record.id) is None
     ]
     if len(candidates) == 1:
         found = candidates[0].id

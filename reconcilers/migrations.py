@@ -72,6 +72,10 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX outbox_due ON outbox (binding, next_at)",
     ),
+    (
+        # 3: the id tandem chose for a pending create, where the other side takes one.
+        "ALTER TABLE links ADD COLUMN intent_id TEXT",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -131,5 +131,7 @@ class Link:
     failed_fingerprint: str | None = None
     intent_side: Side | None = None
     intent_values: dict[str, Canon] | None = None
+    intent_id: RecordId | None = None
+    """The id the pending create gave its record, where the side takes chosen ids."""
     synced_at: float | None = None
     updated_at: float | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -367,8 +368,11 @@ class Reconciler:
         collection = self.binding.side(write.side)
         fields = native(write.values, write.side, self.policy)
         if write.op is Op.CREATE:
-            await self._record_intent(write, scene)
-            created = await collection.create(fields)
+            # Where the side takes the id we choose, the intent knows it before the create:
+            # settling it is one read, and a create sent twice lands once.
+            chosen = RecordId(uuid.uuid4().hex) if collection.capabilities.chosen_ids else None
+            await self._record_intent(write, scene, chosen)
+            created = await collection.create(fields, record_id=chosen)
             scene.set(write.side, created)
         elif write.op is Op.UPDATE:
             record_id = scene.id(write.side)
@@ -380,16 +384,16 @@ class Reconciler:
         else:
             record_id = scene.id(write.side)
             assert record_id is not None
-            await collection.delete(record_id)
+            await collection.delete(record_id, current=scene.record(write.side))
             scene.set(write.side, None)
         scene.writes.append(write)
         self._on_write(write)
 
-    async def _record_intent(self, write: Write, scene: _Scene) -> None:
+    async def _record_intent(self, write: Write, scene: _Scene, chosen: RecordId | None) -> None:
         """Store the write intent before the create: on the scene's link, or a new one."""
         now = self._clock()
         if scene.row is not None:
-            await self.store.mark_pending(scene.row, side=write.side, values=write.values, now=now)
+            await self.store.mark_pending(scene.row, side=write.side, values=write.values, now=now, intent_id=chosen)
             return
         other = write.side.other
         scene.row = await self.store.insert_link(
@@ -400,6 +404,7 @@ class Reconciler:
             now=now,
             intent_side=write.side,
             intent_values=write.values,
+            intent_id=chosen,
         )
 
     async def _update_link(

@@ -58,7 +58,7 @@ class LinkDigest:
 
 _LINK_COLUMNS = (
     "row, binding, app_id, external_id, state, base, error, failed_fingerprint,"
-    " intent_side, intent_values, synced_at, updated_at"
+    " intent_side, intent_values, synced_at, updated_at, intent_id"
 )
 
 
@@ -76,6 +76,7 @@ def _to_link(row: Sequence[Any]) -> Link:
         intent_values=json.loads(row[9]) if row[9] is not None else None,
         synced_at=row[10],
         updated_at=row[11],
+        intent_id=RecordId(row[12]) if row[12] is not None else None,
     )
 
 
@@ -116,12 +117,13 @@ class StateStore:
         failed_fingerprint: str | None = None,
         intent_side: Side | None = None,
         intent_values: dict[str, Canon] | None = None,
+        intent_id: RecordId | None = None,
     ) -> int:
         """A new link; raises LinkTaken when either id is linked already."""
         sql = (
             "INSERT INTO links (binding, app_id, external_id, state, base, error,"
-            " failed_fingerprint, intent_side, intent_values, synced_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " failed_fingerprint, intent_side, intent_values, synced_at, updated_at, intent_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         synced_at = now if state is LinkState.SYNCED else None
         params = (
@@ -136,6 +138,7 @@ class StateStore:
             _json(intent_values),
             synced_at,
             now,
+            intent_id,
         )
         try:
             async with self._db.execute(sql, params) as cursor:
@@ -158,7 +161,7 @@ class StateStore:
         """Record an agreement (or a tombstone): clears error and intent."""
         sql = (
             "UPDATE links SET app_id = ?, external_id = ?, state = ?, base = ?, error = NULL,"
-            " failed_fingerprint = NULL, intent_side = NULL, intent_values = NULL,"
+            " failed_fingerprint = NULL, intent_side = NULL, intent_values = NULL, intent_id = NULL,"
             " synced_at = ?, updated_at = ? WHERE row = ?"
         )
         try:
@@ -166,14 +169,19 @@ class StateStore:
         except sqlite3.IntegrityError as exc:
             raise LinkTaken(f"app id {app_id!r} or external id {external_id!r} is linked") from exc
 
-    async def mark_pending(self, row: int, *, side: Side, values: dict[str, Canon], now: float) -> None:
-        sql = "UPDATE links SET state = 'pending', intent_side = ?, intent_values = ?, updated_at = ? WHERE row = ?"
-        await self._db.execute(sql, (side.value, _json(values), now, row))
+    async def mark_pending(
+        self, row: int, *, side: Side, values: dict[str, Canon], now: float, intent_id: RecordId | None = None
+    ) -> None:
+        sql = (
+            "UPDATE links SET state = 'pending', intent_side = ?, intent_values = ?, intent_id = ?,"
+            " updated_at = ? WHERE row = ?"
+        )
+        await self._db.execute(sql, (side.value, _json(values), intent_id, now, row))
 
     async def park(self, row: int, *, error: str, failed_fingerprint: str | None, now: float) -> None:
         sql = (
             "UPDATE links SET state = 'error', error = ?, failed_fingerprint = ?,"
-            " intent_side = NULL, intent_values = NULL, updated_at = ? WHERE row = ?"
+            " intent_side = NULL, intent_values = NULL, intent_id = NULL, updated_at = ? WHERE row = ?"
         )
         await self._db.execute(sql, (error[:2000], failed_fingerprint, now, row))
 

@@ -64,9 +64,10 @@ async def test_a_version_1_state_is_migrated_and_keeps_its_links(tmp_path):
         link = await store.link_for("b", Side.APP, RecordId("1"))
         assert link is not None
         assert link.base == {"t": "a"}
+        assert link.intent_id is None  # the new column is there
         assert await store.outbox_depth("b") == 0  # the new table is there
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == migrations.SCHEMA_VERSION == 2
+        assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == migrations.SCHEMA_VERSION == 3
 
 
 async def test_release_keeps_the_other_side_as_a_tombstone_or_drops_an_empty_link(tmp_path):
