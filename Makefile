@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 
 TOOLS := .tools
 PROMETHEUS := $(TOOLS)/root/usr/bin/prometheus
+KINTO_VERSION := 26.5.0
+KINTO := $(TOOLS)/kinto/bin/kinto
+POUCHDB_VERSION := 4.2.0
+POUCHDB := $(TOOLS)/pouchdb/node_modules/.bin/pouchdb-server
 
 .PHONY: install run test lint format bench bench-quick soak clean tools
 
@@ -29,8 +33,21 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Prometheus and promtool for the monitoring tests: Debian's package, unpacked, not installed.
-tools: $(PROMETHEUS)
+# Real servers the tests run against, each kept apart from the project's own environment:
+# Prometheus and promtool (Debian's package, unpacked, not installed), Kinto (its own
+# virtual environment) and PouchDB Server for the CouchDB API (npm, no install scripts).
+tools: $(PROMETHEUS) $(KINTO) $(POUCHDB)
+
+$(KINTO):
+	$(PYTHON) -m venv $(TOOLS)/kinto
+	$(TOOLS)/kinto/bin/pip install --quiet kinto==$(KINTO_VERSION)
+	touch $(KINTO)
+
+$(POUCHDB):
+	mkdir -p $(TOOLS)/pouchdb
+	npm install --prefix $(TOOLS)/pouchdb --ignore-scripts --no-audit --no-fund --loglevel=error \
+		pouchdb-server@$(POUCHDB_VERSION)
+	touch $(POUCHDB)
 
 $(PROMETHEUS):
 	mkdir -p $(TOOLS)

@@ -8,6 +8,7 @@ the status and the URL path: never headers, query strings or credentials.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,10 @@ MAX_INLINE_WAIT = 10.0
 requeued for later instead, so a worker is not held for minutes."""
 
 
+MAX_BACKOFF = 600.0
+"""The longest pause a server's `backoff_header` can impose on a connection."""
+
+
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
     base_url: str
@@ -47,6 +52,9 @@ class HttpSettings:
     rate_limit: float | None = None
     backoff_base: float = 0.1
     backoff_cap: float = 5.0
+    backoff_header: str | None = None
+    """A header by which the server asks clients to slow down for so many seconds even on
+    success (Kinto's `Backoff`): honoured like a `Retry-After` for the whole connection."""
 
 
 def retry_after_seconds(response: httpx.Response, *, now: float | None = None) -> float | None:
@@ -64,6 +72,28 @@ def retry_after_seconds(response: httpx.Response, *, now: float | None = None) -
     except (TypeError, ValueError):
         return None
     return max(0.0, moment.timestamp() - (now if now is not None else time.time()))
+
+
+def json_body(response: httpx.Response, label: str) -> Any:
+    """The response's JSON; a garbled body is a fault on the way, worth another try."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        path = response.request.url.path
+        raise TransientError(f"{label}: invalid JSON from {response.request.method} {path}") from exc
+
+
+def json_object(response: httpx.Response, label: str) -> dict[str, Any]:
+    """The response's JSON, which must be an object."""
+    body = json_body(response, label)
+    if not isinstance(body, dict):
+        raise TransientError(f"{label}: expected a JSON object from {response.request.url.path}")
+    return body
+
+
+def is_scalar(value: Any) -> bool:
+    """Whether a value can go into a query string as a filter."""
+    return value is None or isinstance(value, str | int | float | bool)
 
 
 def describe(response: httpx.Response) -> str:
@@ -112,14 +142,19 @@ class HttpClient:
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
+        headers: Mapping[str, str] | None = None,
         allow_not_found: bool = False,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         """Send with retries; 2xx (and 404 where allowed) come back, the rest raise.
 
         A POST is not idempotent: after a timeout or a 5xx the server may have created the
         record all the same, so only a 429 (refused before any work) is retried here. The
-        caller settles anything else by lookup (the write intent), never by sending again."""
-        retryable = _worth_retrying if method.upper() != "POST" else _refused
+        caller settles anything else by lookup (the write intent), never by sending again.
+        A caller that knows its POST is safe to repeat says so with `idempotent`."""
+        if idempotent is None:
+            idempotent = method.upper() != "POST"
+        retryable = _worth_retrying if idempotent else _refused
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.retries + 1),
             wait=self._wait,
@@ -129,7 +164,9 @@ class HttpClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._once(method, url, params=params, json=json, allow_not_found=allow_not_found)
+                return await self._once(
+                    method, url, params=params, json=json, headers=headers, allow_not_found=allow_not_found
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, state: RetryCallState) -> float:
@@ -146,6 +183,7 @@ class HttpClient:
         *,
         params: Mapping[str, Any] | None,
         json: Any,
+        headers: Mapping[str, str] | None,
         allow_not_found: bool,
     ) -> httpx.Response:
         if self._client is None:
@@ -154,7 +192,7 @@ class HttpClient:
         started = time.perf_counter()
         path = urlsplit(url).path or url
         try:
-            response = await self._client.request(method, url, params=params, json=json)
+            response = await self._client.request(method, url, params=params, json=json, headers=headers)
         except httpx.TimeoutException as exc:
             self._observe(method, "timeout", started)
             raise TransientError(f"{self.name}: timeout on {method} {path}") from exc
@@ -162,6 +200,7 @@ class HttpClient:
             self._observe(method, "error", started)
             raise TransientError(f"{self.name}: {type(exc).__name__} on {method} {path}") from exc
         self._observe(method, str(response.status_code), started)
+        self._honour_backoff(response)
         return self._check(response, method=method, path=path, allow_not_found=allow_not_found)
 
     def _check(self, response: httpx.Response, *, method: str, path: str, allow_not_found: bool) -> httpx.Response:
@@ -186,6 +225,14 @@ class HttpClient:
             raise ConflictError(message + describe(response))
         raise PermanentError(message + describe(response))
 
+    def _honour_backoff(self, response: httpx.Response) -> None:
+        name = self.settings.backoff_header
+        value = response.headers.get(name) if name else None
+        if value is None:
+            return
+        with contextlib.suppress(ValueError):  # not a number of seconds: nothing to honour
+            self._limiter.pause(min(max(0.0, float(value)), MAX_BACKOFF))
+
     def _observe(self, method: str, code: str, started: float) -> None:
         self._observer(RequestInfo(self.name, method, code, time.perf_counter() - started))
 
@@ -195,7 +242,8 @@ class _NoInlineRetry(RateLimitedError):
 
 
 def _worth_retrying(exc: BaseException) -> bool:
-    return isinstance(exc, TransientError) and not isinstance(exc, _NoInlineRetry)
+    # A conflict is answered the same way however often it is asked: the caller re-plans.
+    return isinstance(exc, TransientError) and not isinstance(exc, _NoInlineRetry | ConflictError)
 
 
 def _refused(exc: BaseException) -> bool:

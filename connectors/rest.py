@@ -31,7 +31,8 @@ from connectors.base import (
     TransientError,
     ignore_request,
 )
-from connectors.http import HttpClient, HttpSettings
+from connectors.documents import deep_merge
+from connectors.http import HttpClient, HttpSettings, is_scalar, json_body
 from connectors.pagination import Pagination, dig, next_cursor, request_for
 
 log = structlog.get_logger(__name__)
@@ -113,7 +114,7 @@ class RestCollection:
             raise PermanentError(f"{self.label}: next page is on another server; not followed")
         params = {**request.params, **(extra or {})} if request.url is None else None
         response = await self._client.request("GET", request.url or self._path, params=params)
-        body = _json_body(response, self.label)
+        body = json_body(response, self.label)
         items = dig(body, self.spec.records)
         if not isinstance(items, list):
             where = f"at {self.spec.records!r}" if self.spec.records else "at the top level"
@@ -133,7 +134,7 @@ class RestCollection:
         return record
 
     async def find(self, match: Mapping[str, JSONValue]) -> list[Record]:
-        query = {k: _param(v) for k, v in match.items() if "." not in k and _scalar(v)}
+        query = {k: _param(v) for k, v in match.items() if "." not in k and is_scalar(v)}
         if self.spec.lookup is Lookup.LIST or not query:
             return await self._all()
         try:
@@ -188,7 +189,7 @@ class RestCollection:
                 current = await self.get(record_id)
                 if current is None:
                     raise NotFoundError(f"{self.label}: record to update is gone")
-            body = _deep_merge(dict(current.fields), fields)
+            body = deep_merge(dict(current.fields), fields)
         response = await self._client.request(method, self._item(record_id), json=body)
         return self._single(response) if response.content else None
 
@@ -202,7 +203,7 @@ class RestCollection:
         return f"{self._path}/{quote(str(record_id), safe='')}"
 
     def _single(self, response: httpx.Response) -> Record | None:
-        body = dig(_json_body(response, self.label), self.spec.record)
+        body = dig(json_body(response, self.label), self.spec.record)
         return self._record(body) if isinstance(body, dict) else None
 
     def _record(self, item: Any) -> Record | None:
@@ -216,19 +217,6 @@ class RestCollection:
         return Record(id=RecordId(str(raw_id)), fields=item)
 
 
-def _json_body(response: httpx.Response, label: str) -> Any:
-    try:
-        return response.json()
-    except ValueError as exc:
-        path = response.request.url.path
-        # A truncated or garbled body is usually a fault on the way: worth another try.
-        raise TransientError(f"{label}: invalid JSON from {response.request.method} {path}") from exc
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
-
-
 def _param(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -240,12 +228,3 @@ def _later(value: Any, than: Any) -> bool:
         return bool(value > than)
     except TypeError:
         return str(value) > str(than)
-
-
-def _deep_merge(target: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    for key, value in changes.items():
-        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
-            target[key] = _deep_merge(dict(target[key]), value)
-        else:
-            target[key] = value
-    return target

@@ -48,8 +48,7 @@ class PostgresConnectionConfig(_Strict):
     timeout: Duration = 10.0
 
 
-class RestConnectionConfig(_Strict):
-    type: Literal["rest"]
+class _HttpConnectionConfig(_Strict):
     base_url: Annotated[str, Field(pattern=r"^https?://")]
     headers: dict[str, str] = {}
     rate_limit: Annotated[float, Field(gt=0)] | None = None
@@ -57,11 +56,37 @@ class RestConnectionConfig(_Strict):
     retries: Annotated[int, Field(ge=0, le=10)] = 3
 
 
+class RestConnectionConfig(_HttpConnectionConfig):
+    type: Literal["rest"]
+
+
+class BasicAuthConfig(_Strict):
+    user: str
+    password: str
+
+
+class KintoConnectionConfig(_HttpConnectionConfig):
+    type: Literal["kinto"]
+    auth: BasicAuthConfig | None = None
+    page_size: Annotated[int, Field(ge=1, le=10_000)] = 200
+
+
+class CouchConnectionConfig(_HttpConnectionConfig):
+    type: Literal["couchdb"]
+    auth: BasicAuthConfig | None = None
+    page_size: Annotated[int, Field(ge=1, le=10_000)] = 200
+
+
+HttpConnectionConfig = RestConnectionConfig | KintoConnectionConfig | CouchConnectionConfig
 ConnectionConfig = Annotated[
-    SqliteConnectionConfig | PostgresConnectionConfig | RestConnectionConfig, Field(discriminator="type")
+    SqliteConnectionConfig | PostgresConnectionConfig | HttpConnectionConfig, Field(discriminator="type")
 ]
 APP_TYPES = ("sqlite", "postgres")
-EXTERNAL_TYPES = ("rest",)
+EXTERNAL_TYPES = ("rest", "kinto", "couchdb")
+
+_REST_KEYS = ("path", "id", "records", "record", "pagination", "update_method", "changed_since", "lookup")
+_EXTERNAL_KEYS = {"rest": ("path",), "kinto": ("bucket", "collection"), "couchdb": ("database",)}
+"""Per external connection type: the keys it requires; every other type's keys are refused."""
 
 
 class WebhookConfig(_Strict):
@@ -107,7 +132,10 @@ class ChangedSinceConfig(_Strict):
 
 class ExternalSideConfig(_Strict):
     connection: str
-    path: str
+    path: str = ""  # rest
+    bucket: str = ""  # kinto
+    collection: str = ""  # kinto
+    database: str = ""  # couchdb
     id: str = "id"
     records: str = ""
     record: str = ""
@@ -172,6 +200,7 @@ class BindingsFile(_Strict):
             seen.add(binding.name)
             _check_connection(self, binding.name, "app", binding.app.connection, APP_TYPES)
             _check_connection(self, binding.name, "external", binding.external.connection, EXTERNAL_TYPES)
+            _check_external_keys(self, binding)
             if binding.app.schema_ is not None and self.connections[binding.app.connection].type != "postgres":
                 raise ValueError(f"binding {binding.name!r}: app.schema applies to postgres tables only")
             table = (binding.app.connection, f"{binding.app.schema_ or 'public'}.{binding.app.table}")
@@ -201,6 +230,20 @@ def _check_connection(config: BindingsFile, binding: str, side: str, name: str, 
         )
 
 
+def _check_external_keys(config: BindingsFile, binding: BindingConfig) -> None:
+    kind = config.connections[binding.external.connection].type
+    given = binding.external.model_fields_set
+    missing = [key for key in _EXTERNAL_KEYS[kind] if not getattr(binding.external, key)]
+    if missing:
+        raise ValueError(f"binding {binding.name!r}: external.{missing[0]} is required for a {kind} connection")
+    foreign = {key for other, keys in _EXTERNAL_KEYS.items() if other != kind for key in keys}
+    if kind != "rest":
+        foreign.update(_REST_KEYS)
+    refused = sorted(given & foreign)
+    if refused:
+        raise ValueError(f"binding {binding.name!r}: external.{refused[0]} does not apply to a {kind} connection")
+
+
 # --- loading --------------------------------------------------------------------------
 
 
@@ -214,7 +257,7 @@ def _location(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> str:
                 name = node[item].get("name")
                 label += f" ({name})" if isinstance(name, str) else ""
             parts.append(label)
-        elif item in ("sqlite", "postgres", "rest") and parts and parts[0] == "connections":
+        elif item in ("sqlite", "postgres", "rest", "kinto", "couchdb") and parts and parts[0] == "connections":
             continue  # the union member pydantic tried: not a key the user wrote
         else:
             parts.append(("." if parts else "") + str(item))

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from connectors.base import AppTable, Connection, RequestObserver, ignore_request
+from connectors.base import AppTable, Collection, Connection, RequestObserver, ignore_request
+from connectors.couchdb import CouchConnection, CouchDatabaseSpec
 from connectors.http import HttpSettings
+from connectors.kinto import KintoCollectionSpec, KintoConnection
 from connectors.pagination import Pagination, PaginationType
 from connectors.postgres import PostgresConnection, PostgresTableSpec
-from connectors.rest import ChangedSince, RestCollection, RestCollectionSpec, RestConnection
+from connectors.rest import ChangedSince, RestCollectionSpec, RestConnection
 from connectors.sqlite import SqliteConnection, SqliteTableSpec
 from daemon.config import (
+    BasicAuthConfig,
     BindingConfig,
     BindingsFile,
+    CouchConnectionConfig,
+    HttpConnectionConfig,
+    KintoConnectionConfig,
     PostgresConnectionConfig,
-    RestConnectionConfig,
     SqliteConnectionConfig,
 )
 from daemon.notify import NotifySpec
@@ -81,22 +87,35 @@ def notify_specs(config: BindingsFile) -> dict[str, NotifySpec]:
 
 def make_connection(
     name: str,
-    config: SqliteConnectionConfig | PostgresConnectionConfig | RestConnectionConfig,
+    config: SqliteConnectionConfig | PostgresConnectionConfig | HttpConnectionConfig,
     *,
     observer: RequestObserver = ignore_request,
-) -> SqliteConnection | PostgresConnection | RestConnection:
+) -> Connection:
     if isinstance(config, SqliteConnectionConfig):
         return SqliteConnection(name, config.path, busy_timeout=config.busy_timeout)
     if isinstance(config, PostgresConnectionConfig):
         return PostgresConnection(name, config.dsn, pool_size=config.pool_size, timeout=config.timeout)
+    headers = dict(config.headers)
+    if isinstance(config, KintoConnectionConfig | CouchConnectionConfig) and config.auth is not None:
+        headers["Authorization"] = _basic(config.auth)
     settings = HttpSettings(
         base_url=config.base_url,
-        headers=config.headers,
+        headers=headers,
         timeout=config.timeout,
         retries=config.retries,
         rate_limit=config.rate_limit,
+        backoff_header="Backoff" if isinstance(config, KintoConnectionConfig) else None,
     )
+    if isinstance(config, KintoConnectionConfig):
+        return KintoConnection(name, settings, page_size=config.page_size, observer=observer)
+    if isinstance(config, CouchConnectionConfig):
+        return CouchConnection(name, settings, page_size=config.page_size, observer=observer)
     return RestConnection(name, settings, observer=observer)
+
+
+def _basic(auth: BasicAuthConfig) -> str:
+    token = base64.b64encode(f"{auth.user}:{auth.password}".encode()).decode("ascii")
+    return f"Basic {token}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +134,13 @@ def _app_table(connection: Connection, config: BindingConfig) -> AppTable:
     return connection.collection(SqliteTableSpec(table=app.table, id=app.id, columns=columns))
 
 
-def _external(connection: Connection, config: BindingConfig) -> RestCollection:
-    assert isinstance(connection, RestConnection)
+def _external(connection: Connection, config: BindingConfig) -> Collection:
     ext = config.external
+    if isinstance(connection, KintoConnection):
+        return connection.collection(KintoCollectionSpec(ext.bucket, ext.collection))
+    if isinstance(connection, CouchConnection):
+        return connection.collection(CouchDatabaseSpec(ext.database))
+    assert isinstance(connection, RestConnection)
     page = ext.pagination
     pagination = (
         Pagination(**page.model_dump())  # the configuration's keys are the spec's fields

@@ -322,6 +322,10 @@ class Controller:
                 log.warning("feed.failed", binding=self.name, side=side.value, error=str(exc))
                 await anyio.sleep(self.timing.wait(max(interval, 1.0)))
                 continue
+            if batch.history_lost:
+                # Deletions may have slipped past the feed: only a full resync can tell.
+                log.warning("feed.history_lost", binding=self.name, side=side.value)
+                self._resync_wake.set()
             seen = {record.id: record for record in batch.records}
             for record_id in batch.ids:
                 self.enqueue((side, record_id), seen.get(record_id), seen_at=started)

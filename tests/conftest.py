@@ -1,6 +1,24 @@
+from collections.abc import Iterator
+
 import pytest
+
+from tests.support.docservers import CouchServer, KintoServer, couch_server, kinto_server
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def kinto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KintoServer]:
+    """One Kinto server for the session; each test makes its own bucket."""
+    with kinto_server(tmp_path_factory.mktemp("kinto")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def couch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CouchServer]:
+    """One PouchDB Server for the session; each test makes its own database."""
+    with couch_server(tmp_path_factory.mktemp("couch")) as server:
+        yield server
