@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NewType, Protocol
+from typing import Any, NewType, Protocol, runtime_checkable
 
 RecordId = NewType("RecordId", str)
 
@@ -170,6 +170,19 @@ class Collection(Protocol):
 class PushingCollection(Collection, Protocol):
     async def watch(self, wake: Callable[[], None]) -> None:
         """Call `wake` whenever a change may be waiting; runs until cancelled."""
+        ...
+
+
+@runtime_checkable
+class BatchReading(Collection, Protocol):
+    async def get_many(self, record_ids: Sequence[RecordId]) -> dict[RecordId, Record]:
+        """The records of these ids that exist, in one read."""
+        ...
+
+
+class BatchCreating(Collection, Protocol):
+    async def create_many(self, rows: Sequence[Mapping[str, JSONValue]]) -> list[Record]:
+        """Create every row, all or none, and return them in order."""
         ...
 
 

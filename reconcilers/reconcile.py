@@ -171,14 +171,14 @@ class Reconciler:
                 if link is not None:
                     await self.store.drop(link.row)  # a parked half link whose record is gone
                 return self._result(Outcome.SUCCESS, "gone", scene)
+            # Our own creates under way are asked first: the state says so without a request.
+            waiting = await self._create_in_flight(source, source_side, own=link)
+            if waiting is not None:
+                return waiting
             try:
                 twin = await self._lookup_twin(source, source_side, twin_hint)
             except _Ambiguous as exc:
                 return await self._park(scene, str(exc))
-            if twin is None:
-                waiting = await self._create_in_flight(source, source_side, own=link)
-                if waiting is not None:
-                    return waiting
             scene.set(source_side.other, twin)
         try:
             app_values = view(scene.app, Side.APP, self.policy) if scene.app else None
@@ -193,6 +193,21 @@ class Reconciler:
             policy=self.policy,
         )
         return await self._apply(decided, scene)
+
+    def as_agreed(self, link: Link | None, record: Record | None, side: Side) -> bool:
+        """Is `record` (on `side`) as both sides last agreed, by a synced link's base?
+
+        A change feed reporting such a record (often tandem's own write coming back) has
+        nothing for the other side: the other side's changes come from its own feed or
+        the resync."""
+        if link is None or record is None or link.state is not LinkState.SYNCED or link.base is None:
+            return False
+        if link.app_id is None or link.external_id is None:
+            return False
+        try:
+            return view(record, side, self.policy) == link.base
+        except MappingError:
+            return False
 
     def _fresh_observation(self, key: Key, link: Link | None) -> Observation | None:
         """A sighting that is still news; one older than the link's last change is stale

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import anyio
 
 from connectors.base import RecordId
 from reconcilers.canonical import Canon, fingerprint
@@ -42,6 +43,30 @@ class OutboxEntry:
     row: int
     body: str
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewLink:
+    """A link to insert in a batch: a pairing, or the write intent of a create."""
+
+    app_id: RecordId | None
+    external_id: RecordId | None
+    state: LinkState
+    base: dict[str, Canon] | str | None = None
+    intent_side: Side | None = None
+    intent_values: dict[str, Canon] | str | None = None
+    """Values, or their JSON as `fingerprint` encodes them."""
+    intent_id: RecordId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """A settled create in a batch: both ids and the base they agree on."""
+
+    row: int
+    app_id: RecordId
+    external_id: RecordId
+    base: dict[str, Canon] | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +105,10 @@ def _to_link(row: Sequence[Any]) -> Link:
     )
 
 
-def _json(values: dict[str, Canon] | None) -> str | None:
+def _json(values: dict[str, Canon] | str | None) -> str | None:
+    """Values as stored; a batch passes them already encoded (once for intent and base)."""
+    if isinstance(values, str):
+        return values
     return fingerprint(values) if values is not None else None
 
 
@@ -88,6 +116,20 @@ class StateStore:
     def __init__(self, db: aiosqlite.Connection, *, read_only: bool) -> None:
         self._db = db
         self.read_only = read_only
+        self._batch = anyio.Lock()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """One transaction for a batch of writes (one commit, not one per row).
+
+        Statements of other tasks on this connection may run inside it and commit with it;
+        so it never rolls back: batch writes skip what conflicts instead of failing."""
+        async with self._batch:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            finally:
+                await self._db.execute("COMMIT")
 
     # --- links -------------------------------------------------------------------
 
@@ -97,6 +139,22 @@ class StateStore:
         async with self._db.execute(sql, (binding, record_id)) as cursor:
             row = await cursor.fetchone()
         return _to_link(row) if row else None
+
+    async def links_for_many(self, binding: str, side: Side, record_ids: Sequence[RecordId]) -> dict[RecordId, Link]:
+        """The links of these ids on `side`, in one read."""
+        column = "app_id" if side is Side.APP else "external_id"
+        found: dict[RecordId, Link] = {}
+        for start in range(0, len(record_ids), 500):
+            chunk = list(record_ids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            sql = f"SELECT {_LINK_COLUMNS} FROM links WHERE binding = ? AND {column} IN ({marks})"
+            async with self._db.execute(sql, (binding, *chunk)) as cursor:
+                async for row in cursor:
+                    link = _to_link(row)
+                    key = link.app_id if side is Side.APP else link.external_id
+                    assert key is not None
+                    found[key] = link
+        return found
 
     async def link_by_row(self, row: int) -> Link | None:
         sql = f"SELECT {_LINK_COLUMNS} FROM links WHERE row = ?"
@@ -147,6 +205,48 @@ class StateStore:
             raise LinkTaken(f"{binding}: app id {app_id!r} or external id {external_id!r} is linked") from exc
         assert row is not None
         return row
+
+    async def insert_links_many(self, binding: str, links: Sequence[NewLink], *, now: float) -> list[int | None]:
+        """Insert links in one transaction; each gets its row, or None where one of its ids
+        was linked already (that link is left as it was)."""
+        sql = (
+            "INSERT OR IGNORE INTO links (binding, app_id, external_id, state, base, error, failed_fingerprint,"
+            " intent_side, intent_values, synced_at, updated_at, intent_id)"
+            " VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?)"
+        )
+        params = [
+            (
+                binding, link.app_id, link.external_id, link.state.value, _json(link.base),
+                link.intent_side.value if link.intent_side else None, _json(link.intent_values),
+                now if link.state is LinkState.SYNCED else None, now, link.intent_id,
+            )
+            for link in links
+        ]  # fmt: skip
+        async with self._transaction():
+            async with self._db.execute("SELECT COALESCE(MAX(row), 0) FROM links") as cursor:
+                found = await cursor.fetchone()
+            before = int(found[0]) if found else 0
+            await self._db.executemany(sql, params)
+            query = "SELECT row, app_id, external_id FROM links WHERE row > ? AND binding = ? AND updated_at = ?"
+            async with self._db.execute(query, (before, binding, now)) as cursor:
+                inserted = {(app_id, external_id): row async for row, app_id, external_id in cursor}
+        return [inserted.get((link.app_id, link.external_id)) for link in links]
+
+    async def settle_many(self, agreements: Sequence[Agreement], *, now: float) -> list[int]:
+        """Settle created links in one transaction; returns the rows that could not be
+        settled because the new id is linked elsewhere already (they stay pending)."""
+        sql = (
+            "UPDATE OR IGNORE links SET app_id = ?, external_id = ?, state = 'synced', base = ?, error = NULL,"
+            " failed_fingerprint = NULL, intent_side = NULL, intent_values = NULL, intent_id = NULL,"
+            " synced_at = ?, updated_at = ? WHERE row = ? AND state = 'pending'"
+        )
+        params = [(a.app_id, a.external_id, _json(a.base), now, now, a.row) for a in agreements]
+        async with self._transaction():
+            await self._db.executemany(sql, params)
+            marks = ", ".join("?" for _ in agreements)
+            query = f"SELECT row FROM links WHERE state = 'pending' AND row IN ({marks})"
+            async with self._db.execute(query, [a.row for a in agreements]) as cursor:
+                return [row async for (row,) in cursor]
 
     async def settle(
         self,

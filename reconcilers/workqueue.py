@@ -118,17 +118,32 @@ class WorkQueue(Generic[K]):
 
     async def get(self) -> K | None:
         """The next key, marked as processing; None once the queue is shut down."""
-        while not self._queue:
-            if self._shutting_down:
-                return None
-            await self._wakeup.wait()
-        key = self._queue.popleft()
-        self._observer.depth(len(self._queue))
+        while True:
+            while not self._queue:
+                if self._shutting_down:
+                    return None
+                await self._wakeup.wait()
+            key = self._queue.popleft()
+            self._observer.depth(len(self._queue))
+            if key in self._dirty and key not in self._processing:
+                break
+            # The place of a key a batch claimed: `done` queues it again if it was re-added.
         now = self._clock()
         self._observer.waited(now - self._added_at.pop(key, now))
         self._processing[key] = now
         self._dirty.discard(key)
         return key
+
+    def claim(self, key: K) -> bool:
+        """Mark a key as processing outside `get` (a batch takes it), unless a worker has
+        it in hand; `done` releases it as for any key. A queued key is taken off the queue
+        (its place there is skipped: only keys marked dirty are handed out)."""
+        if self._shutting_down or key in self._processing:
+            return False
+        self._dirty.discard(key)
+        self._added_at.pop(key, None)
+        self._processing[key] = self._clock()
+        return True
 
     def done(self, key: K) -> None:
         started = self._processing.pop(key, None)

@@ -90,3 +90,21 @@ async def test_run_delays_feeds_keys_in_real_time():
         with anyio.fail_after(2):
             assert await queue.get() == "a"
         queue.shut_down()
+
+
+async def test_a_claimed_key_leaves_the_queue_and_comes_back_once_if_added_meanwhile():
+    queue: WorkQueue[str] = WorkQueue()
+    for key in ("a", "b", "c"):
+        queue.add(key)
+    assert queue.claim("b")  # a batch takes it off the queue
+    assert not queue.claim("b")  # not twice
+    queue.add("b")  # reported again while the batch holds it
+    assert [await queue.get(), await queue.get()] == ["a", "c"]  # its old place is skipped
+    queue.done("b")
+    assert await queue.get() == "b"  # once, after the batch let it go
+    queue.done("b")
+    queue.done("a")
+    queue.done("c")
+    queue.add("d")
+    assert await queue.get() == "d"
+    assert not queue.claim("d")  # a worker has it in hand

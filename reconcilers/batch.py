@@ -1,0 +1,280 @@
+"""The resync's simple decisions carried out a page at a time instead of a key at a time.
+
+An initial sync is mostly two kinds of work: pairing records that already match, and
+creating on one side the records only the other side has. Key by key, each costs a few
+state writes and, for app rows, a commit of the app's database. Here a page of them
+costs one state transaction for the links and write intents, one app transaction for
+the rows (where the table can take a batch), and one state transaction to settle.
+
+The safety rules are the reconcile's own: every key is claimed on the work queue first
+(no worker holds it meanwhile), the write intents are stored before any create, and
+anything out of the ordinary (a record that fails, an id linked meanwhile, an error
+whose outcome is unknown) goes back on the queue for the reconcile to settle alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import anyio
+import structlog
+
+from connectors.base import BatchCreating, ConnectorError, PermanentError, Record, RecordId
+from reconcilers.binding import Binding
+from reconcilers.canonical import Canon, fingerprint
+from reconcilers.intents import INTENT_WINDOW, could_have_made
+from reconcilers.mapping import MappingError, native, view
+from reconcilers.model import Link, LinkState, Op, Policy, Side
+from reconcilers.observe import Key, ResyncWork
+from reconcilers.plan import LinkChange, Write, plan
+from reconcilers.reconcile import parked_fingerprint
+from reconcilers.state import Agreement, NewLink, StateStore
+from reconcilers.workqueue import WorkQueue
+
+log = structlog.get_logger(__name__)
+
+PAGE = 500
+LANES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Pairing:
+    app: Record
+    external: Record
+    base: dict[str, Canon]
+
+
+@dataclass(frozen=True, slots=True)
+class Creation:
+    source: Record
+    side: Side
+    """The side the source is on; the create goes to the other."""
+    values: dict[str, Canon]
+
+
+def simple_decisions(
+    work: ResyncWork, policy: Policy, *, in_flight: Sequence[Link] = (), now: float = 0.0
+) -> tuple[list[Pairing], list[Creation]]:
+    """The resync's keys whose plan, from complete listings, is a plain pairing or a plain
+    create: the same `plan` the reconcile runs, with nothing else to look up.
+
+    A record that one of our creates still in flight could have made (`in_flight`, the
+    pending write intents) is left to the reconcile, which waits for that create to settle."""
+    pairings: list[Pairing] = []
+    creations: list[Creation] = []
+    for key in work.keys:
+        seen = work.observations.get(key)
+        if seen is None or not seen.twin_known:
+            continue
+        side = key[0]
+        records = [(seen.record, side)] + ([(seen.twin, side.other)] if seen.twin is not None else [])
+        if any(_may_be_in_flight(record, on, in_flight, policy, now) for record, on in records):
+            continue
+        try:
+            values = view(seen.record, side, policy)
+            twin = view(seen.twin, side.other, policy) if seen.twin is not None else None
+        except MappingError:
+            continue  # parked by the reconcile, with the error
+        app, external = (values, twin) if side is Side.APP else (twin, values)
+        decided = plan(app=app, external=external, base=None, linked=False, policy=policy)
+        if decided.conflicts or decided.link is not LinkChange.SAVE or decided.base is None:
+            continue
+        if seen.twin is not None and not decided.writes and side is Side.APP:
+            pairings.append(Pairing(seen.record, seen.twin, dict(decided.base)))
+        elif seen.twin is None and [w.op for w in decided.writes] == [Op.CREATE]:
+            creations.append(Creation(seen.record, side, dict(decided.writes[0].values)))
+    return pairings, creations
+
+
+def _may_be_in_flight(record: Record, side: Side, in_flight: Sequence[Link], policy: Policy, now: float) -> bool:
+    for intent in in_flight:
+        if intent.intent_side is not side:
+            continue
+        # Without match fields any recent intent counts, as in the reconcile.
+        if not policy.match and now - (intent.updated_at or 0.0) < INTENT_WINDOW:
+            return True
+        if could_have_made(record, side, intent.intent_values or {}, policy):
+            return True
+    return False
+
+
+class BatchApplier:
+    def __init__(
+        self,
+        binding: Binding,
+        store: StateStore,
+        queue: WorkQueue[Key],
+        *,
+        workers: int,
+        clock: Callable[[], float],
+        on_write: Callable[[Write], None],
+    ) -> None:
+        self.binding = binding
+        self.store = store
+        self.queue = queue
+        self.workers = max(1, workers)
+        self._clock = clock
+        self._on_write = on_write
+
+    @property
+    def policy(self) -> Policy:
+        return self.binding.policy
+
+    async def apply(self, work: ResyncWork) -> set[Key]:
+        """Carry out the simple decisions; the keys returned need no reconcile of their own."""
+        in_flight = await self.store.pending(self.binding.name)
+        pairings, creations = simple_decisions(work, self.policy, in_flight=in_flight, now=self._clock())
+        handled: set[Key] = set()
+        for start in range(0, len(pairings), PAGE):
+            handled |= await self._pair(pairings[start : start + PAGE])
+        pages = [creations[start : start + PAGE] for start in range(0, len(creations), PAGE)]
+
+        async def create_pages(lane: int) -> None:
+            nonlocal handled
+            for page in pages[lane::LANES]:
+                handled |= await self._create(page)
+
+        # Two pages at a time: one's rows go into the app while the other's links are written.
+        async with anyio.create_task_group() as tg:
+            for lane in range(LANES):
+                tg.start_soon(create_pages, lane)
+        if pairings or creations:
+            log.info("resync.batched", binding=self.binding.name, pairings=len(pairings), creates=len(creations))
+        return handled
+
+    # --- pairing -----------------------------------------------------------------
+
+    async def _pair(self, pairings: Sequence[Pairing]) -> set[Key]:
+        claimed: list[tuple[Pairing, tuple[Key, Key]]] = []
+        for pairing in pairings:
+            keys = ((Side.APP, pairing.app.id), (Side.EXTERNAL, pairing.external.id))
+            if self._claim(*keys):
+                claimed.append((pairing, keys))
+        links = [NewLink(p.app.id, p.external.id, LinkState.SYNCED, base=p.base) for p, _ in claimed]
+        try:
+            rows = await self.store.insert_links_many(self.binding.name, links, now=self._clock())
+        finally:
+            for _, keys in claimed:
+                for key in keys:
+                    self.queue.done(key)
+        handled: set[Key] = set()
+        for (_, keys), row in zip(claimed, rows, strict=True):
+            if row is None:
+                self.queue.add(keys[0])  # linked meanwhile: the reconcile looks again
+            else:
+                handled.update(keys)
+        return handled
+
+    # --- creating ----------------------------------------------------------------
+
+    async def _create(self, creations: Sequence[Creation]) -> set[Key]:
+        claimed = [c for c in creations if self._claim((c.side, c.source.id))]
+        handled: set[Key] = set()
+        try:
+            for target in Side:
+                batch = [c for c in claimed if c.side.other is target]
+                if batch:
+                    handled |= await self._create_on(target, batch)
+        finally:
+            for creation in claimed:
+                self.queue.done((creation.side, creation.source.id))
+        return handled
+
+    async def _create_on(self, target: Side, batch: Sequence[Creation]) -> set[Key]:
+        collection = self.binding.side(target)
+        chosen = [
+            RecordId(uuid.uuid4().hex) if collection.capabilities.chosen_ids else None for _ in batch
+        ]  # fmt: skip
+        encoded = [fingerprint(c.values) for c in batch]  # once, for the intent and the base
+        intents = [
+            NewLink(
+                app_id=c.source.id if c.side is Side.APP else None,
+                external_id=c.source.id if c.side is Side.EXTERNAL else None,
+                state=LinkState.PENDING,
+                intent_side=target,
+                intent_values=values,
+                intent_id=new_id,
+            )
+            for c, new_id, values in zip(batch, chosen, encoded, strict=True)
+        ]
+        rows = await self.store.insert_links_many(self.binding.name, intents, now=self._clock())
+        todo = [(c, row, values) for c, row, values in zip(batch, rows, encoded, strict=True) if row is not None]
+        chosen_by_row = {row: new_id for row, new_id in zip(rows, chosen, strict=True) if row is not None}
+        for creation, row in zip(batch, rows, strict=True):
+            if row is None:
+                self.queue.add((creation.side, creation.source.id))  # linked meanwhile
+        payloads = [native(c.values, target, self.policy) for c, _, _ in todo]
+        results = await self._send(target, payloads, [chosen_by_row[row] for _, row, _ in todo])
+
+        agreements: list[Agreement] = []
+        handled: set[Key] = set()
+        now = self._clock()
+        for (creation, row, values), result in zip(todo, results, strict=True):
+            key = (creation.side, creation.source.id)
+            if isinstance(result, Record):
+                app_id, ext_id = (
+                    (creation.source.id, result.id) if target is Side.EXTERNAL else (result.id, creation.source.id)
+                )
+                agreements.append(Agreement(row, app_id, ext_id, values))
+                self._on_write(Write(target, Op.CREATE, creation.values))
+                handled.add(key)
+            elif isinstance(result, PermanentError):
+                # Parked as the reconcile parks: retried once the record changes.
+                source_app = creation.source if creation.side is Side.APP else None
+                source_ext = creation.source if creation.side is Side.EXTERNAL else None
+                fingerprint_now = parked_fingerprint(source_app, source_ext)
+                await self.store.park(row, error=str(result), failed_fingerprint=fingerprint_now, now=now)
+                log.warning(
+                    "reconcile.done", result="error", action="parked", binding=self.binding.name,
+                    side=creation.side.value, id=creation.source.id, error=str(result),
+                )  # fmt: skip
+                handled.add(key)
+            else:
+                self.queue.add(key)  # outcome unknown: the reconcile settles the intent
+        unsettled = set(await self.store.settle_many(agreements, now=now)) if agreements else set()
+        for creation, row, _ in todo:
+            if row in unsettled:
+                key = (creation.side, creation.source.id)
+                handled.discard(key)
+                self.queue.add(key)
+        return handled
+
+    async def _send(
+        self, target: Side, payloads: list[dict[str, object]], chosen: list[RecordId | None]
+    ) -> list[Record | BaseException]:
+        collection = self.binding.side(target)
+        if hasattr(collection, "create_many") and not any(chosen):
+            try:
+                created = await cast(BatchCreating, collection).create_many(payloads)
+                return list(created)
+            except PermanentError:
+                pass  # one row refused the whole batch: one at a time, so it alone fails
+            except ConnectorError as exc:
+                return [exc for _ in payloads]
+        results: list[Record | BaseException] = [PermanentError("not sent")] * len(payloads)
+        limiter = anyio.Semaphore(self.workers)
+
+        async def one(index: int) -> None:
+            async with limiter:
+                try:
+                    results[index] = await collection.create(payloads[index], record_id=chosen[index])
+                except ConnectorError as exc:
+                    results[index] = exc
+
+        async with anyio.create_task_group() as tg:
+            for index in range(len(payloads)):
+                tg.start_soon(one, index)
+        return results
+
+    def _claim(self, *keys: Key) -> bool:
+        taken: list[Key] = []
+        for key in keys:
+            if not self.queue.claim(key):
+                for held in taken:
+                    self.queue.done(held)
+                return False
+            taken.append(key)
+        return True

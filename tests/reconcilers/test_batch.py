@@ -1,0 +1,105 @@
+"""The resync's batch path against the sample app on loopback, a real app table and real state."""
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from connectors.base import RecordId
+from connectors.http import HttpSettings
+from connectors.pagination import Pagination, PaginationType
+from connectors.rest import RestCollectionSpec, RestConnection
+from connectors.sqlite import SqliteConnection, SqliteTableSpec
+from reconcilers.batch import BatchApplier
+from reconcilers.binding import Binding
+from reconcilers.model import FieldMap, LinkState, Policy, Side
+from reconcilers.observe import Key
+from reconcilers.resync import observe
+from reconcilers.state import StateStore, open_state
+from reconcilers.workqueue import WorkQueue
+from tests.support.daemon import AppDb
+from tests.support.servers import inject, request_counts, sample_app, seed
+
+pytestmark = pytest.mark.anyio
+
+PAGES = Pagination(PaginationType.PAGE, size_param="_limit", size=500, page_param="_page")
+POLICY = Policy(fields=(FieldMap("title", "title"), FieldMap("note", "note")), match=("title",))
+
+
+@asynccontextmanager
+async def _world(tmp_path: Path) -> AsyncIterator[tuple[Binding, StateStore, str, AppDb]]:
+    app_db = AppDb(tmp_path / "app.db")
+    async with sample_app() as url, open_state(tmp_path / "state.db") as store:
+        rest = RestConnection("api", HttpSettings(base_url=url, backoff_base=0.01))
+        app = SqliteConnection("app", tmp_path / "app.db")
+        await rest.open()
+        await app.open()
+        try:
+            binding = Binding(
+                name="tasks",
+                policy=POLICY,
+                app=app.collection(SqliteTableSpec(table="tasks", columns=("title", "note"))),
+                external=rest.collection(RestCollectionSpec(path="/tasks", pagination=PAGES)),
+            )
+            await binding.app.check()
+            yield binding, store, url, app_db
+        finally:
+            await rest.aclose()
+            await app.aclose()
+
+
+async def _resync(binding: Binding, store: StateStore, queue: WorkQueue[Key], *, workers: int = 4) -> set[Key]:
+    observed = await observe(
+        name="tasks", app=binding.app, external=binding.external, store=store, policy=POLICY, allow_deletes=False
+    )
+    applier = BatchApplier(binding, store, queue, workers=workers, clock=time.time, on_write=lambda write: None)
+    return await applier.apply(observed.work)
+
+
+async def test_an_import_pairs_and_creates_by_the_page_without_per_record_requests(tmp_path: Path):
+    async with _world(tmp_path) as (binding, store, url, app_db):
+        await seed(url, "tasks", [{"title": f"ext {i}"} for i in range(1200)] + [{"title": "both"}])
+        app_db.execute("INSERT INTO tasks (title, note) VALUES ('both', NULL), ('app only', 'n')")
+        before = await request_counts(url)
+        done = await _resync(binding, store, WorkQueue())
+
+        assert len(done) == 1200 + 2 + 1  # 1200 creates into the app, one pair (two keys), one push
+        counts = await store.counts("tasks")
+        assert counts == {"synced": 1202}
+        titles = sorted(row["title"] for row in app_db.rows())
+        assert len(titles) == 1202 and titles.count("both") == 1
+        after = await request_counts(url)
+        assert after.get("POST tasks", 0) - before.get("POST tasks", 0) == 1  # "app only", pushed
+        assert after.get("GET tasks", 0) - before.get("GET tasks", 0) == 4  # the listing: 3 pages and the empty one
+
+
+async def test_a_refused_create_is_parked_alone_and_an_unknown_outcome_left_to_the_reconcile(tmp_path: Path):
+    async with _world(tmp_path) as (binding, store, url, app_db):
+        for title in ("refused", "lost", "fine"):
+            app_db.execute("INSERT INTO tasks (title) VALUES (?)", (title,))
+        # One create at a time, in row order: the first POST is refused, the second's answer lost.
+        await inject(url, status=422, count=1, methods=["POST"])
+        await inject(url, drop="after", count=1, methods=["POST"])
+        queue: WorkQueue[Key] = WorkQueue()
+        done = await _resync(binding, store, queue, workers=1)
+
+        fine = await store.link_for("tasks", Side.APP, RecordId("3"))
+        refused = await store.link_for("tasks", Side.APP, RecordId("1"))
+        lost = await store.link_for("tasks", Side.APP, RecordId("2"))
+        assert fine is not None and fine.state is LinkState.SYNCED
+        assert refused is not None and refused.state is LinkState.ERROR and "422" in (refused.error or "")
+        assert lost is not None and lost.state is LinkState.PENDING  # its intent waits for a lookup
+        assert (Side.APP, RecordId("2")) not in done and len(queue) == 1  # handed to the reconcile
+
+
+async def test_a_key_a_worker_holds_is_left_to_the_worker(tmp_path: Path):
+    async with _world(tmp_path) as (binding, store, _, app_db):
+        app_db.execute("INSERT INTO tasks (title) VALUES ('busy'), ('free')")
+        queue: WorkQueue[Key] = WorkQueue()
+        queue.add((Side.APP, RecordId("1")))
+        assert await queue.get() == (Side.APP, RecordId("1"))  # a worker has it in hand
+        done = await _resync(binding, store, queue)
+        assert done == {(Side.APP, RecordId("2"))}
+        assert await store.link_for("tasks", Side.APP, RecordId("1")) is None
