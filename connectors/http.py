@@ -9,6 +9,7 @@ the status and the URL path: never headers, query strings or credentials.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ MAX_INLINE_WAIT = 10.0
 requeued for later instead, so a worker is not held for minutes."""
 
 
+POOL_SIZE = 2
+"""Connections per httpx pool; more requests in flight get more pools, used in turn."""
+
 MAX_BACKOFF = 600.0
 """The longest pause a server's `backoff_header` can impose on a connection."""
 
@@ -52,6 +56,8 @@ class HttpSettings:
     rate_limit: float | None = None
     backoff_base: float = 0.1
     backoff_cap: float = 5.0
+    concurrency: int = 8
+    """How many requests may be in flight at once (the binding's workers)."""
     backoff_header: str | None = None
     """A header by which the server asks clients to slow down for so many seconds even on
     success (Kinto's `Backoff`): honoured like a `Retry-After` for the whole connection."""
@@ -114,22 +120,33 @@ class HttpClient:
         self.settings = settings
         self._observer = observer
         self._limiter = RateLimiter(settings.rate_limit)
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._turn = itertools.count()
         self._origin = urlsplit(settings.base_url)[:2]
 
     async def open(self) -> None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
+        if self._clients:
+            return
+        # Each request scans its pool's connections (a socket call apiece), so one pool
+        # slows down as requests in flight grow: they are spread over small pools instead
+        # (bench/RESULTS.md has the measurements behind the size).
+        pools = max(1, -(-self.settings.concurrency // POOL_SIZE))
+        limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
+        self._clients = [
+            httpx.AsyncClient(
                 base_url=self.settings.base_url.rstrip("/") + "/",
                 headers=dict(self.settings.headers),
                 timeout=self.settings.timeout,
                 follow_redirects=False,
+                limits=limits,
             )
+            for _ in range(pools)
+        ]
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.aclose()
 
     def same_origin(self, url: str) -> bool:
         """Whether `url` points at this connection's server (credentials go nowhere else)."""
@@ -186,13 +203,14 @@ class HttpClient:
         headers: Mapping[str, str] | None,
         allow_not_found: bool,
     ) -> httpx.Response:
-        if self._client is None:
+        if not self._clients:
             raise ConnectorError(f"{self.name}: connection is not open")
+        client = self._clients[next(self._turn) % len(self._clients)]
         await self._limiter.acquire()
         started = time.perf_counter()
         path = urlsplit(url).path or url
         try:
-            response = await self._client.request(method, url, params=params, json=json, headers=headers)
+            response = await client.request(method, url, params=params, json=json, headers=headers)
         except httpx.TimeoutException as exc:
             self._observe(method, "timeout", started)
             raise TransientError(f"{self.name}: timeout on {method} {path}") from exc

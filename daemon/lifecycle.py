@@ -56,7 +56,9 @@ async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Reda
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(state_lock(settings.state, wait=STATE_LOCK_WAIT))
         store = await stack.enter_async_context(open_state(settings.state))
-        wired = await stack.enter_async_context(wire(config, observer=metrics.observe_request))
+        wired = await stack.enter_async_context(
+            wire(config, observer=metrics.observe_request, concurrency=settings.workers)
+        )
         for binding in wired.bindings:
             table = wired.app_tables[binding.name]
             await table.check()

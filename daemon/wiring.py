@@ -90,6 +90,7 @@ def make_connection(
     config: SqliteConnectionConfig | PostgresConnectionConfig | HttpConnectionConfig,
     *,
     observer: RequestObserver = ignore_request,
+    concurrency: int = 8,
 ) -> Connection:
     if isinstance(config, SqliteConnectionConfig):
         return SqliteConnection(name, config.path, busy_timeout=config.busy_timeout)
@@ -105,6 +106,7 @@ def make_connection(
         retries=config.retries,
         rate_limit=config.rate_limit,
         backoff_header="Backoff" if isinstance(config, KintoConnectionConfig) else None,
+        concurrency=concurrency,
     )
     if isinstance(config, KintoConnectionConfig):
         return KintoConnection(name, settings, page_size=config.page_size, observer=observer)
@@ -167,6 +169,7 @@ async def wire(
     *,
     observer: RequestObserver = ignore_request,
     only: str | None = None,
+    concurrency: int = 8,
 ) -> AsyncIterator[Wired]:
     """Open every connection the (selected) bindings use; close them all on exit."""
     selected = [b for b in config.bindings if only is None or b.name == only]
@@ -174,7 +177,7 @@ async def wire(
     async with AsyncExitStack() as stack:
         connections: dict[str, Connection] = {}
         for name in sorted(used):
-            connection = make_connection(name, config.connections[name], observer=observer)
+            connection = make_connection(name, config.connections[name], observer=observer, concurrency=concurrency)
             await connection.open()
             stack.push_async_callback(connection.aclose)
             connections[name] = connection
