@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 TOOLS := .tools
 PROMETHEUS := $(TOOLS)/root/usr/bin/prometheus
@@ -10,6 +11,8 @@ KINTO_VERSION := 26.5.0
 KINTO := $(TOOLS)/kinto/bin/kinto
 POUCHDB_VERSION := 4.2.0
 POUCHDB := $(TOOLS)/pouchdb/node_modules/.bin/pouchdb-server
+DLT_VERSION := 1.31.0
+DLT := $(TOOLS)/dlt/bin/python
 
 .PHONY: install run test lint format bench bench-quick soak clean tools
 
@@ -63,13 +66,26 @@ SEEDS ?= 1-40
 soak: install
 	TANDEM_SIM_SEEDS=$$(seq -s, $$(echo $(SEEDS) | tr - ' ')) $(BIN)/pytest tests/e2e/test_simulation.py -q -s
 
-bench: install
-	$(BIN)/python bench/initial_sync.py --records 10000
+# The benchmark suite (bench/RESULTS.md): tandem beside its ceilings and dlt, in one run.
+# Never part of `make test`. dlt lives in its own environment, like the test servers.
+bench: install $(BENCH_STAMP) $(DLT)
+	$(BIN)/python bench/suite.py --records 100000 --push-records 10000 --runs 3
+	$(BIN)/python bench/diff.py --sizes 10000,100000,1000000
 	$(BIN)/python bench/latency.py --duration 60 --rate 50
 
-bench-quick: install
-	$(BIN)/python bench/initial_sync.py --records 2000
+bench-quick: install $(BENCH_STAMP) $(DLT)
+	$(BIN)/python bench/suite.py --records 10000 --push-records 1000 --runs 3 --out bench/out/results-quick.json
+	$(BIN)/python bench/diff.py --sizes 10000,100000
 	$(BIN)/python bench/latency.py --duration 10 --rate 20
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+$(DLT):
+	$(PYTHON) -m venv $(TOOLS)/dlt
+	$(TOOLS)/dlt/bin/pip install --quiet "dlt[duckdb]==$(DLT_VERSION)" duckdb==2.0.1 pyarrow==26.0.1
+	touch $(DLT)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .pytest_cache .ruff_cache
