@@ -75,8 +75,8 @@ bench: install $(BENCH_STAMP) $(DLT)
 
 bench-quick: install $(BENCH_STAMP) $(DLT)
 	$(BIN)/python bench/suite.py --records 10000 --push-records 1000 --runs 3 --out bench/out/results-quick.json
-	$(BIN)/python bench/diff.py --sizes 10000,100000
-	$(BIN)/python bench/latency.py --duration 10 --rate 20
+	$(BIN)/python bench/diff.py --sizes 10000
+	$(BIN)/python bench/latency.py --duration 6 --rate 20
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
