@@ -444,7 +444,7 @@ async def test_a_crash_after_the_create_landed_leaves_no_twin(
     assert status["bindings"][0]["links"]["synced"] == 2, status
 
 
-async def test_a_create_whose_answer_is_lost_is_sent_again_and_lands_once(
+async def test_a_create_whose_answer_is_lost_lands_once(
     store: Store, sqlite_app: App, fault_proxy: Proxy, tmp_path: Path, processes: list[Daemon]
 ):
     base_url = fault_proxy.url + ("/v1" if store.name == "kinto" else "")
@@ -467,8 +467,16 @@ async def test_a_create_whose_answer_is_lost_is_sent_again_and_lands_once(
         return list(records) == ["answer lost"] and agree(rows, records) and len(await store.records()) == 1
 
     await eventually(linked, what="one record, linked, after a lost create answer")
-    sent = [s for s in fault_proxy.statuses if s[0] in ("PUT", "POST") and s[2] != 201]
-    assert lost and sent, "the create was not sent again"
+    # Whether the create is sent again (and refused: the id is taken) or its record is
+    # found first by the change feed depends on timing; either way the server holds one.
+    assert lost, "no create answer was lost"
+
+    async def settled() -> bool:
+        links = json.loads(daemon.command("status", "--json").stdout)["bindings"][0]["links"]
+        return links["synced"] == 1 and sum(links.values()) == 1
+
+    await eventually(settled, what="the one link to settle")
+    assert len(await store.records()) == 1
     assert daemon.stop() == 0
 
 
