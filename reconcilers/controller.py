@@ -312,8 +312,8 @@ class Controller:
         if observed.complete:
             self.metrics.last_resync.labels(self.name).set(now)
         log.info(
-            "resync.done", binding=self.name, result=result, app_records=len(observed.app.records),
-            external_records=len(observed.external.records), enqueued=len(observed.work.keys),
+            "resync.done", binding=self.name, result=result, app_records=observed.app.count,
+            external_records=observed.external.count, enqueued=len(observed.work.keys),
             unchanged=observed.work.unchanged, deletes=len(observed.work.deletions),
             deletes_blocked=blocked, duration_ms=round(seconds * 1000, 1),
         )  # fmt: skip

@@ -135,3 +135,15 @@ class Link:
     """The id the pending create gave its record, where the side takes chosen ids."""
     synced_at: float | None = None
     updated_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDigest:
+    """What a resync needs of a link: ids, state and the base as stored text."""
+
+    row: int
+    app_id: RecordId | None
+    external_id: RecordId | None
+    state: LinkState
+    base: str | None
+    updated_at: float

@@ -5,6 +5,11 @@ it says which keys need a reconcile, pairs unlinked records by their match field
 and counts the deletions the resync would carry out. A linked pair whose both sides
 still equal the base is left alone, so a quiet resync costs listings and no writes.
 Absence means deletion only where that side's listing completed.
+
+The decision is made a link at a time (`classify_link`) and for the unlinked records
+together (`classify_unlinked`), so the resync can stream the links from the state
+database and never hold both listings; `classify` composes the two over listings
+already in memory.
 """
 
 from __future__ import annotations
@@ -17,9 +22,8 @@ from dataclasses import dataclass, field
 from connectors.base import Record, RecordId
 from reconcilers.canonical import fingerprint
 from reconcilers.mapping import MappingError, match_key, view
-from reconcilers.model import LinkState, Op, Policy, Side
+from reconcilers.model import LinkDigest, LinkState, Op, Policy, Side
 from reconcilers.plan import plan
-from reconcilers.state import LinkDigest
 
 Key = tuple[Side, RecordId]
 
@@ -94,6 +98,20 @@ def _pair_unlinked(app: list[Record], external: list[Record], policy: Policy) ->
     return _Pairing(pairs, ambiguous)
 
 
+@dataclass(frozen=True, slots=True)
+class LinkRow:
+    """A link beside what the listings held of its two records (None: not listed)."""
+
+    link: LinkDigest
+    app: Record | None
+    external: Record | None
+
+
+def digest(record: Record, side: Side, policy: Policy) -> str | None:
+    """The record's mapped values as a base is stored, or None where they do not map."""
+    return _fingerprint(record, side, policy)
+
+
 def classify(
     *,
     app: Listing,
@@ -113,10 +131,34 @@ def classify(
         if link.external_id is not None:
             linked_external.add(link.external_id)
         if link.updated_at < listed_since:
-            _classify_link(link, app=app, external=external, policy=policy, work=work)
+            row = LinkRow(
+                link,
+                app.records.get(link.app_id) if link.app_id is not None else None,
+                external.records.get(link.external_id) if link.external_id is not None else None,
+            )
+            classify_link(row, app_complete=app.complete, external_complete=external.complete, policy=policy, work=work)
+    classify_unlinked(
+        [r for i, r in app.records.items() if i not in linked_app],
+        [r for i, r in external.records.items() if i not in linked_external],
+        app_complete=app.complete,
+        external_complete=external.complete,
+        policy=policy,
+        work=work,
+    )
+    return work
 
-    unlinked_app = [r for i, r in app.records.items() if i not in linked_app]
-    unlinked_external = [r for i, r in external.records.items() if i not in linked_external]
+
+def classify_unlinked(
+    unlinked_app: list[Record],
+    unlinked_external: list[Record],
+    *,
+    app_complete: bool,
+    external_complete: bool,
+    policy: Policy,
+    work: ResyncWork,
+) -> None:
+    """Pair the records no link holds by their match fields; the rest are to be created
+    on the other side where that side's listing completed."""
     pairing = _pair_unlinked(unlinked_app, unlinked_external, policy)
     paired_external = {record.id for record in pairing.pairs.values()}
     for record in unlinked_app:
@@ -126,20 +168,21 @@ def classify(
             twin_key = (Side.EXTERNAL, twin.id)
             work.add(key, (key, Observation(record, twin, True)), (twin_key, Observation(twin)))
             continue
-        known = external.complete and key not in pairing.ambiguous
+        known = external_complete and key not in pairing.ambiguous
         work.add(key, (key, Observation(record, None, known)))
     for record in unlinked_external:
         if record.id in paired_external:
             continue
         key = (Side.EXTERNAL, record.id)
-        known = app.complete and key not in pairing.ambiguous
+        known = app_complete and key not in pairing.ambiguous
         work.add(key, (key, Observation(record, None, known)))
-    return work
 
 
-def _classify_link(link: LinkDigest, *, app: Listing, external: Listing, policy: Policy, work: ResyncWork) -> None:
-    a = app.records.get(link.app_id) if link.app_id is not None else None
-    e = external.records.get(link.external_id) if link.external_id is not None else None
+def classify_link(
+    row: LinkRow, *, app_complete: bool, external_complete: bool, policy: Policy, work: ResyncWork
+) -> None:
+    """The work one link needs, if any: the same rules whichever way the rows arrive."""
+    link, a, e = row.link, row.app, row.external
     app_key = (Side.APP, link.app_id) if link.app_id is not None else None
     ext_key = (Side.EXTERNAL, link.external_id) if link.external_id is not None else None
     key = app_key or ext_key
@@ -155,9 +198,9 @@ def _classify_link(link: LinkDigest, *, app: Listing, external: Listing, policy:
     if link.state is LinkState.PENDING or (half and link.state is not LinkState.DELETED):
         work.add(key, *observed)  # a write intent to settle, or a parked half link
         return
-    app_gone = a is None and app.complete
-    ext_gone = e is None and external.complete
-    if (a is None and not app.complete) or (e is None and not external.complete):
+    app_gone = a is None and app_complete
+    ext_gone = e is None and external_complete
+    if (a is None and not app_complete) or (e is None and not external_complete):
         return  # absent from a listing that was cut short: that says nothing
     if a is not None and e is not None:
         same = _fingerprint(a, Side.APP, policy) == link.base == _fingerprint(e, Side.EXTERNAL, policy)

@@ -1,9 +1,14 @@
 """A full resync: list both sides to the end, compare with the links, pick the work.
 
-The listings run concurrently. A listing cut short by an error is marked incomplete,
-and `classify` then infers no deletion from it; a shutdown cancels the resync whole.
-The mass-delete guard holds back every deletion of a resync that would delete more
-than the binding allows, until an operator asks for it.
+The listings run concurrently, each page stored as it arrives in the state database's
+temporary storage (`reconcilers.listed`), so the process holds a page, not a collection.
+The diff is a join there; only the links that need a look, and the records no link
+holds, come back to the pure `classify_link` and `classify_unlinked`.
+
+A listing cut short by an error is marked incomplete, and no deletion is inferred from
+it; a shutdown cancels the resync whole. The mass-delete guard holds back every
+deletion of a resync that would delete more than the binding allows, until an operator
+asks for it.
 """
 
 from __future__ import annotations
@@ -14,34 +19,60 @@ from dataclasses import dataclass
 import anyio
 import structlog
 
-from connectors.base import Collection, ConnectorError, Record, RecordId
-from reconcilers.model import Policy
-from reconcilers.observe import Key, Listing, ResyncWork, classify
+from connectors.base import Collection, ConnectorError
+from reconcilers.listed import ListedRecords
+from reconcilers.model import Policy, Side
+from reconcilers.observe import Key, ResyncWork, classify_link, classify_unlinked, digest
 from reconcilers.state import StateStore
 
 log = structlog.get_logger(__name__)
 
 
-async def list_all(collection: Collection) -> Listing:
-    records: dict[RecordId, Record] = {}
+@dataclass(frozen=True, slots=True)
+class ListingOutcome:
+    count: int
+    complete: bool
+    error: str | None = None
+
+
+async def list_into(collection: Collection, side: Side, listed: ListedRecords, policy: Policy) -> ListingOutcome:
+    """List `collection` to the end into `listed`; an error ends it incomplete."""
     cursor: str | None = None
     try:
         while True:
             page = await collection.list_page(cursor)
-            for record in page.records:
-                records[record.id] = record
+            await listed.add(side, [(record, digest(record, side, policy)) for record in page.records])
             if page.cursor is None:
-                return Listing(records, complete=True)
+                return ListingOutcome(await listed.count(side), complete=True)
             cursor = page.cursor
     except ConnectorError as exc:
         log.warning("resync.listing_incomplete", collection=collection.label, error=str(exc))
-        return Listing(records, complete=False, error=str(exc))
+        return ListingOutcome(await listed.count(side), complete=False, error=str(exc))
+
+
+async def diff(
+    listed: ListedRecords, app: ListingOutcome, external: ListingOutcome, *, policy: Policy, listed_since: float
+) -> ResyncWork:
+    """The resync's work from the stored listings and the links: quiet links are only
+    counted, the rest and the unlinked records are decided in Python."""
+    work = ResyncWork(unchanged=await listed.unchanged(listed_since))
+    async for row in listed.other_links(listed_since):
+        classify_link(row, app_complete=app.complete, external_complete=external.complete, policy=policy, work=work)
+    classify_unlinked(
+        await listed.unlinked(Side.APP),
+        await listed.unlinked(Side.EXTERNAL),
+        app_complete=app.complete,
+        external_complete=external.complete,
+        policy=policy,
+        work=work,
+    )
+    return work
 
 
 @dataclass(frozen=True, slots=True)
 class Observed:
-    app: Listing
-    external: Listing
+    app: ListingOutcome
+    external: ListingOutcome
     links: int
     work: ResyncWork
     blocked: tuple[Key, ...]
@@ -63,27 +94,22 @@ async def observe(
     allow_deletes: bool,
 ) -> Observed:
     """List both sides, classify, and apply the mass-delete guard."""
-    listings: dict[str, Listing] = {}
+    outcomes: dict[Side, ListingOutcome] = {}
     listed_since = time.time()
+    async with store.listed(name) as listed:
 
-    async def take(label: str, collection: Collection) -> None:
-        listings[label] = await list_all(collection)
+        async def take(side: Side, collection: Collection) -> None:
+            outcomes[side] = await list_into(collection, side, listed, policy)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(take, "app", app)
-        tg.start_soon(take, "external", external)
-    digests = [digest async for digest in store.digests(name)]
-    work = classify(
-        app=listings["app"],
-        external=listings["external"],
-        links=digests,
-        policy=policy,
-        listed_since=listed_since,
-    )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take, Side.APP, app)
+            tg.start_soon(take, Side.EXTERNAL, external)
+        work = await diff(listed, outcomes[Side.APP], outcomes[Side.EXTERNAL], policy=policy, listed_since=listed_since)
+    links = await store.link_count(name)
     blocked: tuple[Key, ...] = ()
-    guarded = not allow_deletes and policy.delete_guard.blocks(len(work.deletions), len(digests))
+    guarded = not allow_deletes and policy.delete_guard.blocks(len(work.deletions), links)
     if work.deletions and guarded:
         blocked = tuple(work.deletions)
         held = set(blocked)
         work.keys = [key for key in work.keys if key not in held]
-    return Observed(listings["app"], listings["external"], len(digests), work, blocked, listed_since)
+    return Observed(outcomes[Side.APP], outcomes[Side.EXTERNAL], links, work, blocked, listed_since)

@@ -21,8 +21,9 @@ import anyio
 
 from connectors.base import RecordId
 from reconcilers.canonical import Canon, fingerprint
+from reconcilers.listed import ListedRecords
 from reconcilers.migrations import SCHEMA_VERSION, StateError, migrate
-from reconcilers.model import Link, LinkState, Side
+from reconcilers.model import Link, LinkDigest, LinkState, Side
 from reconcilers.plan import FieldConflict
 
 
@@ -67,18 +68,6 @@ class Agreement:
     app_id: RecordId
     external_id: RecordId
     base: dict[str, Canon] | str
-
-
-@dataclass(frozen=True, slots=True)
-class LinkDigest:
-    """What a resync needs of a link: ids, state and the base as stored text."""
-
-    row: int
-    app_id: RecordId | None
-    external_id: RecordId | None
-    state: LinkState
-    base: str | None
-    updated_at: float
 
 
 _LINK_COLUMNS = (
@@ -130,6 +119,33 @@ class StateStore:
                 yield
             finally:
                 await self._db.execute("COMMIT")
+
+    @asynccontextmanager
+    async def _scratch_transaction(self) -> AsyncIterator[None]:
+        """A transaction for writes to temporary tables only: deferred, so a read-only
+        store may take it too."""
+        async with self._batch:
+            await self._db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                await self._db.execute("COMMIT")
+
+    @asynccontextmanager
+    async def listed(self, binding: str) -> AsyncIterator[ListedRecords]:
+        """Temporary storage for one resync's listings, dropped when it ends."""
+        listed = ListedRecords(self._db, binding, self._scratch_transaction)
+        await listed.create()
+        try:
+            yield listed
+        finally:
+            with anyio.CancelScope(shield=True):
+                await listed.drop()
+
+    async def link_count(self, binding: str) -> int:
+        async with self._db.execute("SELECT COUNT(*) FROM links WHERE binding = ?", (binding,)) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
     # --- links -------------------------------------------------------------------
 

@@ -2,9 +2,8 @@
 
 from connectors.base import Record, RecordId
 from reconcilers.canonical import fingerprint
-from reconcilers.model import DeleteGuard, FieldMap, LinkState, Policy, Side
+from reconcilers.model import DeleteGuard, FieldMap, LinkDigest, LinkState, Policy, Side
 from reconcilers.observe import Listing, classify
-from reconcilers.state import LinkDigest
 
 POLICY = Policy(fields=(FieldMap("title", "title"),), match=("title",))
 
