@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -39,11 +39,22 @@ def _encode(record: Record) -> str:
     return json.dumps([record.id, record.fields, record.version], separators=(",", ":"))
 
 
-def _decode(text: str | None) -> Record | None:
-    if text is None:
-        return None
-    record_id, fields, version = json.loads(text)
-    return Record(RecordId(record_id), fields, version)
+def _decode_many(texts: Sequence[str | None]) -> list[Record | None]:
+    """Records of a chunk of rows, parsed as one JSON array: the chunk's records share
+    their field-name strings instead of holding a copy each."""
+    present = [text for text in texts if text is not None]
+    parsed = iter(json.loads("[" + ",".join(present) + "]"))
+    records: list[Record | None] = []
+    for text in texts:
+        if text is None:
+            records.append(None)
+            continue
+        record_id, fields, version = next(parsed)
+        records.append(Record(RecordId(record_id), fields, version))
+    return records
+
+
+_CHUNK = 1000
 
 
 class ListedRecords:
@@ -100,8 +111,11 @@ class ListedRecords:
             f"{_UNCHANGED} IS NOT 1"
         )
         async with self._db.execute(sql, (self._binding, listed_since)) as cursor:
-            async for row in cursor:
-                yield LinkRow(_link_digest(row), _decode(row[6]), _decode(row[7]))
+            while rows := await cursor.fetchmany(_CHUNK):
+                apps = _decode_many([row[6] for row in rows])
+                externals = _decode_many([row[7] for row in rows])
+                for row, app, external in zip(rows, apps, externals, strict=True):
+                    yield LinkRow(_link_digest(row), app, external)
 
     async def unlinked(self, side: Side) -> list[Record]:
         """The listed records of `side` that no link holds."""
@@ -110,8 +124,11 @@ class ListedRecords:
             f"SELECT t.record FROM {self._tables[side]} t WHERE NOT EXISTS"
             f" (SELECT 1 FROM links l WHERE l.binding = ? AND l.{column} = t.id)"
         )
+        records: list[Record] = []
         async with self._db.execute(sql, (self._binding,)) as cursor:
-            return [record async for (text,) in cursor if (record := _decode(text)) is not None]
+            while rows := await cursor.fetchmany(_CHUNK):
+                records.extend(record for record in _decode_many([row[0] for row in rows]) if record is not None)
+        return records
 
 
 def _link_digest(row: Any) -> LinkDigest:
