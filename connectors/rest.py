@@ -143,18 +143,36 @@ class RestCollection:
             return await self._all()  # the API refused the filter: read everything instead
 
     async def changes(self, cursor: str | None) -> ChangeBatch:
+        """One page of the records changed since the cursor's value.
+
+        The value moves on only once the whole listing from it has been read: the API may
+        return the changed records in any order, so the newest value of a page says nothing
+        of the pages after it. Meanwhile the cursor carries the listing's page, so a backlog
+        (or the first poll, which lists everything) costs a page of memory, not all of it."""
         since = self.spec.changed_since
         if since is None:
             raise ConfigurationError(f"{self.label}: no changed_since configured")
-        extra = {since.param: json.loads(cursor)} if cursor is not None else {}
-        records = await self._all(extra=extra)
-        newest: Any = json.loads(cursor) if cursor is not None else None
-        for record in records:
+        at = _FeedPosition.parse(cursor)
+        extra = {since.param: at.since} if at.since is not None else {}
+        try:
+            page = await self.list_page(at.page, extra=extra)
+        except PermanentError:
+            if at.page is None:
+                raise
+            # A page cursor kept across a restart may have expired: list again from `since`.
+            log.warning("rest.feed_page_expired", collection=self.label)
+            return ChangeBatch(ids=[], cursor=_value(at.since), more=True)
+        newest = at.newest
+        for record in page.records:
             value = dig(record.fields, since.field)
             if value is not None and (newest is None or _later(value, newest)):
                 newest = value
-        following = json.dumps(newest) if newest is not None else cursor
-        return ChangeBatch(ids=[r.id for r in records], cursor=following, records=records)
+        ids = [r.id for r in page.records]
+        if page.cursor is not None:
+            return ChangeBatch(
+                ids=ids, cursor=_FeedPosition(at.since, page.cursor, newest).dump(), more=True, records=page.records
+            )
+        return ChangeBatch(ids=ids, cursor=_value(newest), records=page.records)
 
     async def _all(self, *, extra: Mapping[str, Any] | None = None) -> list[Record]:
         records: list[Record] = []
@@ -221,6 +239,32 @@ def _param(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "" if value is None else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _FeedPosition:
+    """Where a changed-since feed stands: the value listed from, and within that listing
+    the next page and the newest value seen so far. Between listings it is stored as the
+    bare JSON value, as it always was."""
+
+    since: Any
+    page: str | None
+    newest: Any
+
+    @classmethod
+    def parse(cls, cursor: str | None) -> _FeedPosition:
+        value = json.loads(cursor) if cursor is not None else None
+        if isinstance(value, dict) and set(value) == {"listing"}:
+            listing = value["listing"]
+            return cls(listing.get("since"), listing.get("page"), listing.get("newest"))
+        return cls(value, None, value)
+
+    def dump(self) -> str:
+        return json.dumps({"listing": {"since": self.since, "page": self.page, "newest": self.newest}})
+
+
+def _value(value: Any) -> str | None:
+    return json.dumps(value) if value is not None else None
 
 
 def _later(value: Any, than: Any) -> bool:

@@ -328,7 +328,10 @@ def _page(store: Store, request: Request, records: list[dict[str, Any]]) -> Resp
         offset = int(params.get("offset") or 0)
         chunk = records[offset : offset + limit]
     else:
-        start = int(params.get("cursor") or 0) if style != "link" else int(params.get("offset") or 0)
+        given = params.get("cursor") if style != "link" else params.get("offset")
+        if given is not None and not given.isdigit():
+            return JSONResponse({"error": "unknown or expired cursor"}, status_code=400)
+        start = int(given or 0)
         chunk = records[start : start + limit]
         following = start + limit if start + limit < len(records) else None
         if style == "cursor":

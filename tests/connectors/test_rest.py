@@ -1,5 +1,6 @@
 """The REST connector over real loopback HTTP against the sample app."""
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -220,6 +221,29 @@ async def test_find_uses_the_filter_and_changes_use_updated_since():
             assert len(later.ids) <= 2  # only the newest (and the boundary record)
         counts = await request_counts(url)
     assert counts["GET tasks"] >= 3
+
+
+async def test_a_changes_listing_is_read_a_page_at_a_time_and_moves_on_at_its_end():
+    async with sample_app(pagination="cursor") as url:
+        await seed(url, "tasks", [{"title": f"t{i}"} for i in range(20)])
+        spec_changes = ChangedSince(param="updated_since", field="updated_at")
+        async for tasks in _collection(
+            url, pagination=STYLES["cursor"][0], records="records", changed_since=spec_changes
+        ):
+            batches = [await tasks.changes(None)]
+            while batches[-1].more:
+                batches.append(await tasks.changes(batches[-1].cursor))
+            # The cursor's value moves on only with the last page: pages may come in any order.
+            assert [len(b.ids) for b in batches] == [7, 7, 6]
+            assert all(json.loads(b.cursor or "null")["listing"]["since"] is None for b in batches[:-1])
+            assert sorted(i for b in batches for i in b.ids) == sorted(r.id for r in await _all(tasks))
+            newest = json.loads(batches[-1].cursor or "null")
+            assert newest == max(r.fields["updated_at"] for r in await _all(tasks))
+
+            expired = json.dumps({"listing": {"since": newest, "page": "gone", "newest": newest}})
+            restarted = await tasks.changes(expired)
+            assert restarted.more and not restarted.ids  # listed again from the value, not stuck
+            assert json.loads(restarted.cursor or "null") == newest
 
 
 async def test_link_pagination_never_follows_another_server():
