@@ -215,10 +215,13 @@ def classify_link(
     survivor = a if a is not None else e
     side = Side.APP if a is not None else Side.EXTERNAL
     assert survivor is not None
-    if link.state is LinkState.DELETED and _fingerprint(survivor, side, policy) == link.base:
+    deleting = _would_delete(survivor, side, link.base, policy)
+    if link.state is LinkState.DELETED and not deleting and _fingerprint(survivor, side, policy) == link.base:
         work.unchanged += 1  # a kept survivor, unchanged since: nothing to do
         return
-    if _would_delete(survivor, side, link.base, policy):
+    # A tombstone whose survivor the policy deletes was never decided: its other side's
+    # id was handed out again before tandem saw the deletion.
+    if deleting:
         work.deletions.append(key)
     work.add(key, *observed)
 

@@ -2,7 +2,7 @@
 
 from connectors.base import Record, RecordId
 from reconcilers.canonical import fingerprint
-from reconcilers.model import DeleteGuard, FieldMap, LinkDigest, LinkState, Policy, Side
+from reconcilers.model import DeleteGuard, FieldMap, Flow, LinkDigest, LinkState, Policy, Side
 from reconcilers.observe import Listing, classify
 
 POLICY = Policy(fields=(FieldMap("title", "title"),), match=("title",))
@@ -68,6 +68,20 @@ def test_an_edited_survivor_is_not_counted_as_a_deletion():
     )
     assert work.deletions == []  # the edit wins: the twin is recreated
     assert work.keys == [(Side.APP, "1")]
+
+
+def test_a_tombstone_is_quiet_only_where_the_policy_keeps_its_survivor():
+    # The app row went and its id was handed out again before tandem saw the deletion:
+    # the link was released to a tombstone, and the deletion is still to be carried out.
+    released = LinkDigest(1, None, RecordId("x"), LinkState.DELETED, fingerprint({"title": "a"}), 0.0)
+    app, external = Listing({}, complete=True), Listing(_records(("x", "a")), complete=True)
+    work = classify(app=app, external=external, links=[released], policy=POLICY)
+    assert work.deletions == [(Side.EXTERNAL, "x")]
+    assert work.keys == [(Side.EXTERNAL, "x")]
+
+    keeping = Policy(fields=POLICY.fields, match=POLICY.match, deletes=Flow.NONE)
+    kept = classify(app=app, external=external, links=[released], policy=keeping)
+    assert (kept.keys, kept.deletions, kept.unchanged) == ([], [], 1)
 
 
 def test_links_made_after_the_listing_began_are_not_judged_by_it():
