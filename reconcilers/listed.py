@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import pickle
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -35,22 +36,28 @@ _numbers = itertools.count(1)
 _UNCHANGED = "(l.state IN ('synced', 'conflict') AND a.digest = l.base AND e.digest = l.base)"
 
 
-def _encode(record: Record) -> str:
-    return json.dumps([record.id, record.fields, record.version], separators=(",", ":"))
+def _encode(record: Record) -> str | bytes:
+    try:
+        return json.dumps([record.id, record.fields, record.version], separators=(",", ":"))
+    except (TypeError, ValueError):
+        # A value JSON cannot hold (an SQLite BLOB, say) must come back as it was, for the
+        # reconcile to judge (and park) it: such records are pickled instead.
+        return pickle.dumps(record)
 
 
-def _decode_many(texts: Sequence[str | None]) -> list[Record | None]:
-    """Records of a chunk of rows, parsed as one JSON array: the chunk's records share
-    their field-name strings instead of holding a copy each."""
-    present = [text for text in texts if text is not None]
-    parsed = iter(json.loads("[" + ",".join(present) + "]"))
+def _decode_many(stored: Sequence[str | bytes | None]) -> list[Record | None]:
+    """Records of a chunk of rows, the JSON ones parsed as one array: the chunk's records
+    share their field-name strings instead of holding a copy each."""
+    parsed = iter(json.loads("[" + ",".join(text for text in stored if isinstance(text, str)) + "]"))
     records: list[Record | None] = []
-    for text in texts:
+    for text in stored:
         if text is None:
             records.append(None)
-            continue
-        record_id, fields, version = next(parsed)
-        records.append(Record(RecordId(record_id), fields, version))
+        elif isinstance(text, bytes):
+            records.append(pickle.loads(text))  # noqa: S301 - written by `_encode` above, never by others
+        else:
+            record_id, fields, version = next(parsed)
+            records.append(Record(RecordId(record_id), fields, version))
     return records
 
 

@@ -170,3 +170,26 @@ def test_a_record_listed_twice_counts_once_with_its_last_values(tmp_path: Path) 
         assert observed.work.observations[(Side.APP, RecordId("1"))].record.fields == {"title": "b"}
 
     anyio.run(run)
+
+
+def test_a_value_json_cannot_hold_comes_back_as_it_was(tmp_path: Path) -> None:
+    """An SQLite BLOB, say: the record reaches the reconcile unchanged, to be parked there,
+    and the rest of the listing is classified as usual."""
+
+    async def run() -> None:
+        async with open_state(tmp_path / "state.db") as store:
+            odd = Record(RecordId("1"), {"title": b"\x00\xff"})
+            plain = Record(RecordId("2"), {"title": "a"})
+            observed = await observe(
+                name="b",
+                app=Pages([odd, plain]),  # type: ignore[arg-type]
+                external=Pages([Record(RecordId("x"), {"title": "a"})]),  # type: ignore[arg-type]
+                store=store,
+                policy=POLICY,
+                allow_deletes=False,
+            )
+        assert observed.work.observations[(Side.APP, RecordId("1"))].record == odd
+        paired = observed.work.observations[(Side.APP, RecordId("2"))]
+        assert paired.twin is not None and paired.twin.id == "x"
+
+    anyio.run(run)
