@@ -41,7 +41,7 @@ def _encode(record: Record) -> str | bytes:
         return json.dumps([record.id, record.fields, record.version], separators=(",", ":"))
     except (TypeError, ValueError):
         # A value JSON cannot hold (an SQLite BLOB, say) must come back as it was, for the
-        # reconcile to judge (and park) it: such records are pickled instead.
+        # mapping to read as it reads any listed value: such records are pickled instead.
         return pickle.dumps(record)
 
 

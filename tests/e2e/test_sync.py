@@ -1,5 +1,6 @@
 """tandem run as a process, an SQLite app table and the sample app over loopback."""
 
+import json
 import re
 import signal
 from typing import Any
@@ -142,6 +143,23 @@ async def test_a_refused_record_is_parked_while_others_sync(daemon: Daemon, exte
 
     app_db.execute("UPDATE tasks SET title = 'fixed' WHERE id = ?", (bad,))
     await eventually(lambda: _has(external, ["fixed", "good", "later"]), what="the fixed record syncs")
+    assert daemon.stop() == 0
+
+
+async def test_a_blob_in_the_app_table_crosses_as_text(daemon: Daemon, external: str, app_db: AppDb):
+    """A BLOB is a value JSON cannot hold: the resync must still list, store and compare it."""
+    app_db.execute("INSERT INTO tasks (title, note) VALUES ('with a blob', X'68C3A9')")  # "hé" in UTF-8
+    app_db.execute("INSERT INTO tasks (title) VALUES ('plain')")
+    await daemon.start()
+
+    async def crossed() -> bool:
+        notes = {r["title"]: r.get("note") for r in await ext_records(external)}
+        return notes == {"with a blob": "hé", "plain": None}
+
+    await eventually(crossed, what="both records, the blob as text")
+    assert daemon.command("resync").returncode == 0
+    status = json.loads(daemon.command("status", "--json").stdout)["bindings"][0]
+    assert status["links"]["synced"] == 2 and status["last_resync_result"] == "complete", status
     assert daemon.stop() == 0
 
 

@@ -173,7 +173,7 @@ def test_a_record_listed_twice_counts_once_with_its_last_values(tmp_path: Path) 
 
 
 def test_a_value_json_cannot_hold_comes_back_as_it_was(tmp_path: Path) -> None:
-    """An SQLite BLOB, say: the record reaches the reconcile unchanged, to be parked there,
+    """An SQLite BLOB, say: the record reaches the reconcile unchanged, for the mapping to read,
     and the rest of the listing is classified as usual."""
 
     async def run() -> None:
