@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -57,13 +58,13 @@ def _external(i: int) -> Record:
 class Generated:
     """A collection whose pages are made when asked for."""
 
-    def __init__(self, n: int, make: type | object, label: str) -> None:
+    def __init__(self, n: int, make: Callable[[int], Record], label: str) -> None:
         self._n, self._make, self.label = n, make, label
 
     async def list_page(self, cursor: str | None) -> Page:
         start = int(cursor or 0)
         end = min(start + PAGE, self._n)
-        records = [self._make(i) for i in range(start, end)]  # type: ignore[operator]
+        records = [self._make(i) for i in range(start, end)]
         return Page(records, str(end) if end < self._n else None)
 
 

@@ -20,12 +20,11 @@ import json
 import pickle
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 import aiosqlite
 
 from connectors.base import Record, RecordId
-from reconcilers.model import LinkDigest, LinkState, Side
+from reconcilers.model import LinkDigest, Side
 from reconcilers.observe import LinkRow
 
 _numbers = itertools.count(1)
@@ -122,7 +121,7 @@ class ListedRecords:
                 apps = _decode_many([row[6] for row in rows])
                 externals = _decode_many([row[7] for row in rows])
                 for row, app, external in zip(rows, apps, externals, strict=True):
-                    yield LinkRow(_link_digest(row), app, external)
+                    yield LinkRow(LinkDigest.from_row(row), app, external)
 
     async def unlinked(self, side: Side) -> list[Record]:
         """The listed records of `side` that no link holds."""
@@ -136,14 +135,3 @@ class ListedRecords:
             while rows := await cursor.fetchmany(_CHUNK):
                 records.extend(record for record in _decode_many([row[0] for row in rows]) if record is not None)
         return records
-
-
-def _link_digest(row: Any) -> LinkDigest:
-    return LinkDigest(
-        row=row[0],
-        app_id=RecordId(row[1]) if row[1] is not None else None,
-        external_id=RecordId(row[2]) if row[2] is not None else None,
-        state=LinkState(row[3]),
-        base=row[4],
-        updated_at=row[5],
-    )

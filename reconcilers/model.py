@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from connectors.base import RecordId
 from reconcilers.canonical import Canon, FieldType
@@ -147,3 +148,17 @@ class LinkDigest:
     state: LinkState
     base: str | None
     updated_at: float
+
+    COLUMNS: ClassVar[str] = "row, app_id, external_id, state, base, updated_at"
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> LinkDigest:
+        """From a row of `COLUMNS` as the links table holds them."""
+        return cls(
+            row=row[0],
+            app_id=RecordId(row[1]) if row[1] is not None else None,
+            external_id=RecordId(row[2]) if row[2] is not None else None,
+            state=LinkState(row[3]),
+            base=row[4],
+            updated_at=row[5],
+        )

@@ -56,7 +56,8 @@ class ResyncWork:
         self.observations.update(observed)
 
 
-def _fingerprint(record: Record, side: Side, policy: Policy) -> str | None:
+def digest(record: Record, side: Side, policy: Policy) -> str | None:
+    """The record's mapped values as a base is stored, or None where they do not map."""
     try:
         return fingerprint(view(record, side, policy))
     except MappingError:
@@ -105,11 +106,6 @@ class LinkRow:
     link: LinkDigest
     app: Record | None
     external: Record | None
-
-
-def digest(record: Record, side: Side, policy: Policy) -> str | None:
-    """The record's mapped values as a base is stored, or None where they do not map."""
-    return _fingerprint(record, side, policy)
 
 
 def classify(
@@ -203,7 +199,7 @@ def classify_link(
     if (a is None and not app_complete) or (e is None and not external_complete):
         return  # absent from a listing that was cut short: that says nothing
     if a is not None and e is not None:
-        same = _fingerprint(a, Side.APP, policy) == link.base == _fingerprint(e, Side.EXTERNAL, policy)
+        same = digest(a, Side.APP, policy) == link.base == digest(e, Side.EXTERNAL, policy)
         if same and link.state in (LinkState.SYNCED, LinkState.CONFLICT):
             work.unchanged += 1
             return
@@ -216,7 +212,7 @@ def classify_link(
     side = Side.APP if a is not None else Side.EXTERNAL
     assert survivor is not None
     deleting = _would_delete(survivor, side, link.base, policy)
-    if link.state is LinkState.DELETED and not deleting and _fingerprint(survivor, side, policy) == link.base:
+    if link.state is LinkState.DELETED and not deleting and digest(survivor, side, policy) == link.base:
         work.unchanged += 1  # a kept survivor, unchanged since: nothing to do
         return
     # A tombstone whose survivor the policy deletes was never decided: its other side's

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,28 +108,21 @@ class StateStore:
         self._batch = anyio.Lock()
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[None]:
+    async def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> AsyncIterator[None]:
         """One transaction for a batch of writes (one commit, not one per row).
 
         Statements of other tasks on this connection may run inside it and commit with it;
         so it never rolls back: batch writes skip what conflicts instead of failing."""
         async with self._batch:
-            await self._db.execute("BEGIN IMMEDIATE")
+            await self._db.execute(begin)
             try:
                 yield
             finally:
                 await self._db.execute("COMMIT")
 
-    @asynccontextmanager
-    async def _scratch_transaction(self) -> AsyncIterator[None]:
-        """A transaction for writes to temporary tables only: deferred, so a read-only
-        store may take it too."""
-        async with self._batch:
-            await self._db.execute("BEGIN")
-            try:
-                yield
-            finally:
-                await self._db.execute("COMMIT")
+    def _scratch_transaction(self) -> AbstractAsyncContextManager[None]:
+        """For writes to temporary tables only: deferred, so a read-only store may take it."""
+        return self._transaction("BEGIN")
 
     @asynccontextmanager
     async def listed(self, binding: str) -> AsyncIterator[ListedRecords]:
@@ -332,17 +325,10 @@ class StateStore:
             return [_to_link(row) async for row in cursor]
 
     async def digests(self, binding: str) -> AsyncIterator[LinkDigest]:
-        sql = "SELECT row, app_id, external_id, state, base, updated_at FROM links WHERE binding = ?"
+        sql = f"SELECT {LinkDigest.COLUMNS} FROM links WHERE binding = ?"
         async with self._db.execute(sql, (binding,)) as cursor:
             async for row in cursor:
-                yield LinkDigest(
-                    row=row[0],
-                    app_id=RecordId(row[1]) if row[1] is not None else None,
-                    external_id=RecordId(row[2]) if row[2] is not None else None,
-                    state=LinkState(row[3]),
-                    base=row[4],
-                    updated_at=row[5],
-                )
+                yield LinkDigest.from_row(row)
 
     async def counts(self, binding: str) -> dict[str, int]:
         sql = "SELECT state, COUNT(*) FROM links WHERE binding = ? GROUP BY state"
