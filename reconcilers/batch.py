@@ -15,12 +15,14 @@ whose outcome is unknown) goes back on the queue for the reconcile to settle alo
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import cast
 
 import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from connectors.base import BatchCreating, ConnectorError, PermanentError, Record, RecordId
 from reconcilers.binding import Binding
@@ -31,6 +33,7 @@ from reconcilers.model import Link, LinkState, Op, Policy, Side
 from reconcilers.observe import Key, ResyncWork
 from reconcilers.plan import LinkChange, Write, plan
 from reconcilers.reconcile import parked_fingerprint
+from reconcilers.resync import Take
 from reconcilers.state import Agreement, NewLink, StateStore
 from reconcilers.workqueue import WorkQueue
 
@@ -45,6 +48,19 @@ class Pairing:
     app: Record
     external: Record
     base: dict[str, Canon]
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """A part of a resync's work handed to the lanes."""
+
+    pairings: list[Pairing]
+    creations: list[Creation]
+
+
+def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error behind a task group's group, as callers catch it; else the group."""
+    return group.exceptions[0] if len(group.exceptions) == 1 else group
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,36 +139,60 @@ class BatchApplier:
     def policy(self) -> Policy:
         return self.binding.policy
 
-    async def apply(self, work: ResyncWork) -> set[Key]:
-        """Carry out the simple decisions; the keys returned need no reconcile of their own."""
-        in_flight = await self.store.pending(self.binding.name)
-        pairings, creations = simple_decisions(work, self.policy, in_flight=in_flight, now=self._clock())
-        handled: set[Key] = set()
-        for start in range(0, len(pairings), PAGE):
-            handled |= await self._pair(pairings[start : start + PAGE])
-        pages = [creations[start : start + PAGE] for start in range(0, len(creations), PAGE)]
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[Take]:
+        """A resync's batch path: `take` decides a part of the work (the pure
+        `simple_decisions`), hands it to the lanes and returns the keys they took over;
+        leaving the block waits for the lanes to finish.
 
-        async def create_pages(lane: int) -> None:
-            nonlocal handled
-            for page in pages[lane::LANES]:
-                handled |= await self._create(page)
+        Two lanes, so one page's rows go into the app while another's links are written;
+        a full hand-over waits, so a resync holds a few pages, never a collection. A key
+        a lane cannot carry out (claimed by a worker meanwhile, linked meanwhile, an
+        outcome unknown) goes on the queue for the reconcile."""
+        in_flight = await self.store.pending(self.binding.name)  # before any of our own
+        send, receive = anyio.create_memory_object_stream[_Part]()
+        totals = {"pairings": 0, "creates": 0}
 
-        # Two pages at a time: one's rows go into the app while the other's links are written.
-        async with anyio.create_task_group() as tg:
-            for lane in range(LANES):
-                tg.start_soon(create_pages, lane)
-        if pairings or creations:
-            log.info("resync.batched", binding=self.binding.name, pairings=len(pairings), creates=len(creations))
-        return handled
+        async def take(work: ResyncWork) -> set[Key]:
+            pairings, creations = simple_decisions(work, self.policy, in_flight=in_flight, now=self._clock())
+            if not pairings and not creations:
+                return set()
+            totals["pairings"] += len(pairings)
+            totals["creates"] += len(creations)
+            await send.send(_Part(pairings, creations))
+            taken = {(Side.APP, p.app.id) for p in pairings} | {(Side.EXTERNAL, p.external.id) for p in pairings}
+            return taken | {(c.side, c.source.id) for c in creations}
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(LANES):
+                    tg.start_soon(self._lane, receive.clone())
+                receive.close()
+                async with send:
+                    yield take
+        except BaseExceptionGroup as group:
+            raise _sole(group) from None
+        if any(totals.values()):
+            log.info("resync.batched", binding=self.binding.name, **totals)
+
+    async def _lane(self, parts: MemoryObjectReceiveStream[_Part]) -> None:
+        async with parts:
+            async for part in parts:
+                for start in range(0, len(part.pairings), PAGE):
+                    await self._pair(part.pairings[start : start + PAGE])
+                for start in range(0, len(part.creations), PAGE):
+                    await self._create(part.creations[start : start + PAGE])
 
     # --- pairing -----------------------------------------------------------------
 
-    async def _pair(self, pairings: Sequence[Pairing]) -> set[Key]:
+    async def _pair(self, pairings: Sequence[Pairing]) -> None:
         claimed: list[tuple[Pairing, tuple[Key, Key]]] = []
         for pairing in pairings:
             keys = ((Side.APP, pairing.app.id), (Side.EXTERNAL, pairing.external.id))
             if self._claim(*keys):
                 claimed.append((pairing, keys))
+            else:
+                self.queue.add(keys[0])  # a worker has one of them: it looks again after
         links = [NewLink(p.app.id, p.external.id, LinkState.SYNCED, base=p.base) for p, _ in claimed]
         try:
             rows = await self.store.insert_links_many(self.binding.name, links, now=self._clock())
@@ -160,30 +200,30 @@ class BatchApplier:
             for _, keys in claimed:
                 for key in keys:
                     self.queue.done(key)
-        handled: set[Key] = set()
         for (_, keys), row in zip(claimed, rows, strict=True):
             if row is None:
                 self.queue.add(keys[0])  # linked meanwhile: the reconcile looks again
-            else:
-                handled.update(keys)
-        return handled
 
     # --- creating ----------------------------------------------------------------
 
-    async def _create(self, creations: Sequence[Creation]) -> set[Key]:
-        claimed = [c for c in creations if self._claim((c.side, c.source.id))]
-        handled: set[Key] = set()
+    async def _create(self, creations: Sequence[Creation]) -> None:
+        claimed: list[Creation] = []
+        for creation in creations:
+            key = (creation.side, creation.source.id)
+            if self._claim(key):
+                claimed.append(creation)
+            else:
+                self.queue.add(key)  # a worker has it: it looks again after
         try:
             for target in Side:
                 batch = [c for c in claimed if c.side.other is target]
                 if batch:
-                    handled |= await self._create_on(target, batch)
+                    await self._create_on(target, batch)
         finally:
             for creation in claimed:
                 self.queue.done((creation.side, creation.source.id))
-        return handled
 
-    async def _create_on(self, target: Side, batch: Sequence[Creation]) -> set[Key]:
+    async def _create_on(self, target: Side, batch: Sequence[Creation]) -> None:
         collection = self.binding.side(target)
         chosen = [
             RecordId(uuid.uuid4().hex) if collection.capabilities.chosen_ids else None for _ in batch
@@ -210,7 +250,6 @@ class BatchApplier:
         results = await self._send(target, payloads, [chosen_by_row[row] for _, row, _ in todo])
 
         agreements: list[Agreement] = []
-        handled: set[Key] = set()
         now = self._clock()
         for (creation, row, values), result in zip(todo, results, strict=True):
             key = (creation.side, creation.source.id)
@@ -220,7 +259,6 @@ class BatchApplier:
                 )
                 agreements.append(Agreement(row, app_id, ext_id, values))
                 self._on_write(Write(target, Op.CREATE, creation.values))
-                handled.add(key)
             elif isinstance(result, PermanentError):
                 # Parked as the reconcile parks: retried once the record changes.
                 source_app = creation.source if creation.side is Side.APP else None
@@ -231,16 +269,12 @@ class BatchApplier:
                     "reconcile.done", result="error", action="parked", binding=self.binding.name,
                     side=creation.side.value, id=creation.source.id, error=str(result),
                 )  # fmt: skip
-                handled.add(key)
             else:
                 self.queue.add(key)  # outcome unknown: the reconcile settles the intent
         unsettled = set(await self.store.settle_many(agreements, now=now)) if agreements else set()
         for creation, row, _ in todo:
             if row in unsettled:
-                key = (creation.side, creation.source.id)
-                handled.discard(key)
-                self.queue.add(key)
-        return handled
+                self.queue.add((creation.side, creation.source.id))
 
     async def _send(
         self, target: Side, payloads: list[dict[str, object]], chosen: list[RecordId | None]

@@ -272,10 +272,9 @@ class Controller:
                 store=self.store,
                 policy=self.binding.policy,
                 allow_deletes=allow_deletes,
+                # With an outbox, events for the app are the reconcile's to make, one by one.
+                batch=self._batch.session if self._outbox is None else None,
             )
-            if self._outbox is None:  # events for the app are the reconcile's to make, one by one
-                done = await self._batch.apply(observed.work)
-                observed.work.keys = [key for key in observed.work.keys if key not in done]
             # Older sightings are dropped (their keys fall back to a read), and so are this
             # resync's sightings of keys a change feed reported while the listings ran.
             self.reconciler.observations.clear()

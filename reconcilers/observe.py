@@ -6,17 +6,17 @@ and counts the deletions the resync would carry out. A linked pair whose both si
 still equal the base is left alone, so a quiet resync costs listings and no writes.
 Absence means deletion only where that side's listing completed.
 
-The decision is made a link at a time (`classify_link`) and for the unlinked records
-together (`classify_unlinked`), so the resync can stream the links from the state
-database and never hold both listings; `classify` composes the two over listings
-already in memory.
+The decision is made a link at a time (`classify_link`) and an unlinked record at a
+time (`classify_unlinked_row`, given how many unlinked records of each side share its
+match key), so the resync can stream both from the state database and never hold the
+listings; `classify` composes the two over listings already in memory.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from connectors.base import Record, RecordId
@@ -55,48 +55,38 @@ class ResyncWork:
         self.keys.append(key)
         self.observations.update(observed)
 
+    def extend(self, other: ResyncWork, *, without: Collection[Key] = ()) -> None:
+        """Another part's work, less the keys in `without` (carried out already)."""
+        self.keys.extend(key for key in other.keys if key not in without)
+        self.observations.update((key, seen) for key, seen in other.observations.items() if key not in without)
+        self.deletions.extend(other.deletions)
+        self.unchanged += other.unchanged
+
 
 def digest(record: Record, side: Side, policy: Policy) -> str | None:
     """The record's mapped values as a base is stored, or None where they do not map."""
+    return digest_and_match(record, side, policy)[0]
+
+
+def digest_and_match(record: Record, side: Side, policy: Policy) -> tuple[str | None, str | None]:
+    """The record's digest and the key of its match fields, from one reading of it."""
     try:
-        return fingerprint(view(record, side, policy))
+        values = view(record, side, policy)
     except MappingError:
-        return None
-
-
-def _match_keys(records: Iterable[Record], side: Side, policy: Policy) -> dict[str, list[Record]]:
-    by_key: dict[str, list[Record]] = defaultdict(list)
-    for record in records:
-        try:
-            key = match_key(view(record, side, policy), policy)
-        except MappingError:
-            continue
-        if key is not None:
-            by_key[key].append(record)
-    return by_key
+        return None, None
+    return fingerprint(values), match_key(values, policy)
 
 
 @dataclass(frozen=True, slots=True)
-class _Pairing:
-    pairs: dict[RecordId, Record]  # app id → its unique external match
-    ambiguous: set[Key]  # records whose match is not unique: the reconcile looks for itself
+class UnlinkedRow:
+    """A record no link holds, and how many unlinked records of each side (itself
+    included) share its match key; `twin` is the external one where it is the only one
+    of either side."""
 
-
-def _pair_unlinked(app: list[Record], external: list[Record], policy: Policy) -> _Pairing:
-    if not policy.match:
-        return _Pairing({}, set())
-    app_keys = _match_keys(app, Side.APP, policy)
-    ext_keys = _match_keys(external, Side.EXTERNAL, policy)
-    pairs: dict[RecordId, Record] = {}
-    ambiguous: set[Key] = set()
-    for key, apps in app_keys.items():
-        exts = ext_keys.get(key, [])
-        if len(apps) == 1 and len(exts) == 1:
-            pairs[apps[0].id] = exts[0]
-        elif exts:
-            ambiguous.update((Side.APP, r.id) for r in apps)
-            ambiguous.update((Side.EXTERNAL, r.id) for r in exts)
-    return _Pairing(pairs, ambiguous)
+    record: Record
+    twin: Record | None
+    apps: int
+    externals: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,45 +123,54 @@ def classify(
                 external.records.get(link.external_id) if link.external_id is not None else None,
             )
             classify_link(row, app_complete=app.complete, external_complete=external.complete, policy=policy, work=work)
-    classify_unlinked(
-        [r for i, r in app.records.items() if i not in linked_app],
-        [r for i, r in external.records.items() if i not in linked_external],
-        app_complete=app.complete,
-        external_complete=external.complete,
-        policy=policy,
-        work=work,
-    )
+    unlinked = {
+        Side.APP: [r for i, r in app.records.items() if i not in linked_app],
+        Side.EXTERNAL: [r for i, r in external.records.items() if i not in linked_external],
+    }
+    for side, unlinked_row in _unlinked_rows(unlinked, policy):
+        classify_unlinked_row(
+            unlinked_row, side, app_complete=app.complete, external_complete=external.complete, work=work
+        )  # fmt: skip
     return work
 
 
-def classify_unlinked(
-    unlinked_app: list[Record],
-    unlinked_external: list[Record],
-    *,
-    app_complete: bool,
-    external_complete: bool,
-    policy: Policy,
-    work: ResyncWork,
+def _unlinked_rows(unlinked: Mapping[Side, list[Record]], policy: Policy) -> Iterator[tuple[Side, UnlinkedRow]]:
+    """The unlinked records with their match counts, as the streamed resync counts them in SQL."""
+    keys: dict[Side, list[str | None]] = {
+        side: [digest_and_match(record, side, policy)[1] for record in records] for side, records in unlinked.items()
+    }
+    counts = {side: Counter(key for key in side_keys if key is not None) for side, side_keys in keys.items()}
+    only_external = {
+        key: record for record, key in zip(unlinked[Side.EXTERNAL], keys[Side.EXTERNAL], strict=True) if key
+    }
+    for side in Side:
+        for record, key in zip(unlinked[side], keys[side], strict=True):
+            apps, externals = (counts[Side.APP][key], counts[Side.EXTERNAL][key]) if key is not None else (0, 0)
+            if not (apps and externals):
+                apps = externals = 0
+            twin = only_external[key] if side is Side.APP and key is not None and apps == externals == 1 else None
+            yield side, UnlinkedRow(record, twin, apps, externals)
+
+
+def classify_unlinked_row(
+    row: UnlinkedRow, side: Side, *, app_complete: bool, external_complete: bool, work: ResyncWork
 ) -> None:
-    """Pair the records no link holds by their match fields; the rest are to be created
-    on the other side where that side's listing completed."""
-    pairing = _pair_unlinked(unlinked_app, unlinked_external, policy)
-    paired_external = {record.id for record in pairing.pairs.values()}
-    for record in unlinked_app:
-        key = (Side.APP, record.id)
-        twin = pairing.pairs.get(record.id)
-        if twin is not None:
-            twin_key = (Side.EXTERNAL, twin.id)
-            work.add(key, (key, Observation(record, twin, True)), (twin_key, Observation(twin)))
-            continue
-        known = external_complete and key not in pairing.ambiguous
-        work.add(key, (key, Observation(record, None, known)))
-    for record in unlinked_external:
-        if record.id in paired_external:
-            continue
-        key = (Side.EXTERNAL, record.id)
-        known = app_complete and key not in pairing.ambiguous
-        work.add(key, (key, Observation(record, None, known)))
+    """An unlinked record pairs with its twin where its match key is unique on both sides;
+    otherwise it is to be created on the other side where that side's listing completed
+    and no record there shares its match key (if one does, the reconcile looks itself)."""
+    key = (side, row.record.id)
+    unique_pair = row.apps == 1 and row.externals == 1
+    if side is Side.APP:
+        if unique_pair and row.twin is not None:
+            twin_key = (Side.EXTERNAL, row.twin.id)
+            work.add(key, (key, Observation(row.record, row.twin, True)), (twin_key, Observation(row.twin)))
+            return
+        known = external_complete and not row.externals
+    else:
+        if unique_pair:
+            return  # observed with its app twin
+        known = app_complete and not row.apps
+    work.add(key, (key, Observation(row.record, None, known)))
 
 
 def classify_link(

@@ -3,7 +3,9 @@
 The listings run concurrently, each page stored as it arrives in the state database's
 temporary storage (`reconcilers.listed`), so the process holds a page, not a collection.
 The diff is a join there; only the links that need a look, and the records no link
-holds, come back to the pure `classify_link` and `classify_unlinked`.
+holds, come back to the pure `classify_link` and `classify_unlinked_row`. The unlinked
+records come a page at a time, and each page may be handed to `take` (the batch path)
+as it is decided, so an import holds a few pages, not the collection.
 
 A listing cut short by an error is marked incomplete, and no deletion is inferred from
 it; a shutdown cancels the resync whole. The mass-delete guard holds back every
@@ -14,6 +16,8 @@ asks for it.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 
 import anyio
@@ -22,10 +26,18 @@ import structlog
 from connectors.base import Collection, ConnectorError
 from reconcilers.listed import ListedRecords
 from reconcilers.model import Policy, Side
-from reconcilers.observe import Key, ResyncWork, classify_link, classify_unlinked, digest
+from reconcilers.observe import Key, ResyncWork, classify_link, classify_unlinked_row, digest_and_match
 from reconcilers.state import StateStore
 
 log = structlog.get_logger(__name__)
+
+UNLINKED_PAGE = 500
+
+Take = Callable[[ResyncWork], Awaitable[set[Key]]]
+"""Carries out what it can of a part of the work; returns the keys it took."""
+
+Batch = Callable[[], AbstractAsyncContextManager[Take]]
+"""Opens a batch path for one resync; leaving it waits for what it took to be done."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +53,7 @@ async def list_into(collection: Collection, side: Side, listed: ListedRecords, p
     try:
         while True:
             page = await collection.list_page(cursor)
-            await listed.add(side, [(record, digest(record, side, policy)) for record in page.records])
+            await listed.add(side, [(record, *digest_and_match(record, side, policy)) for record in page.records])
             if page.cursor is None:
                 return ListingOutcome(await listed.count(side), complete=True)
             cursor = page.cursor
@@ -51,21 +63,28 @@ async def list_into(collection: Collection, side: Side, listed: ListedRecords, p
 
 
 async def diff(
-    listed: ListedRecords, app: ListingOutcome, external: ListingOutcome, *, policy: Policy, listed_since: float
+    listed: ListedRecords,
+    app: ListingOutcome,
+    external: ListingOutcome,
+    *,
+    policy: Policy,
+    listed_since: float,
+    take: Take | None = None,
+    page_size: int | None = None,
 ) -> ResyncWork:
     """The resync's work from the stored listings and the links: quiet links are only
-    counted, the rest and the unlinked records are decided in Python."""
+    counted, the rest and the unlinked records are decided in Python. The work `take`
+    takes of each page of unlinked records is left out of what is returned."""
     work = ResyncWork(unchanged=await listed.unchanged(listed_since))
     async for row in listed.other_links(listed_since):
         classify_link(row, app_complete=app.complete, external_complete=external.complete, policy=policy, work=work)
-    classify_unlinked(
-        await listed.unlinked(Side.APP),
-        await listed.unlinked(Side.EXTERNAL),
-        app_complete=app.complete,
-        external_complete=external.complete,
-        policy=policy,
-        work=work,
-    )
+    async for side, rows in listed.unlinked(page_size=page_size or UNLINKED_PAGE):
+        page = ResyncWork()
+        for unlinked in rows:
+            classify_unlinked_row(
+                unlinked, side, app_complete=app.complete, external_complete=external.complete, work=page
+            )  # fmt: skip
+        work.extend(page, without=await take(page) if take is not None else ())
     return work
 
 
@@ -92,19 +111,26 @@ async def observe(
     store: StateStore,
     policy: Policy,
     allow_deletes: bool,
+    batch: Batch | None = None,
 ) -> Observed:
-    """List both sides, classify, and apply the mass-delete guard."""
+    """List both sides, classify, and apply the mass-delete guard. A `batch` path is
+    offered the unlinked records' work a page at a time (it never holds a deletion), and
+    is done before the listings are dropped."""
     outcomes: dict[Side, ListingOutcome] = {}
     listed_since = time.time()
     async with store.listed(name) as listed:
 
-        async def take(side: Side, collection: Collection) -> None:
+        async def list_side(side: Side, collection: Collection) -> None:
             outcomes[side] = await list_into(collection, side, listed, policy)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(take, Side.APP, app)
-            tg.start_soon(take, Side.EXTERNAL, external)
-        work = await diff(listed, outcomes[Side.APP], outcomes[Side.EXTERNAL], policy=policy, listed_since=listed_since)
+            tg.start_soon(list_side, Side.APP, app)
+            tg.start_soon(list_side, Side.EXTERNAL, external)
+        taking: AbstractAsyncContextManager[Take | None] = batch() if batch is not None else nullcontext(None)
+        async with taking as take:
+            work = await diff(
+                listed, outcomes[Side.APP], outcomes[Side.EXTERNAL], policy=policy, listed_since=listed_since, take=take
+            )
     links = await store.link_count(name)
     blocked: tuple[Key, ...] = ()
     guarded = not allow_deletes and policy.delete_guard.blocks(len(work.deletions), links)

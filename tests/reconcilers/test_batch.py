@@ -15,8 +15,8 @@ from connectors.sqlite import SqliteConnection, SqliteTableSpec
 from reconcilers.batch import BatchApplier
 from reconcilers.binding import Binding
 from reconcilers.model import FieldMap, LinkState, Policy, Side
-from reconcilers.observe import Key
-from reconcilers.resync import observe
+from reconcilers.observe import Key, ResyncWork
+from reconcilers.resync import Take, observe
 from reconcilers.state import StateStore, open_state
 from reconcilers.workqueue import WorkQueue
 from tests.support.daemon import AppDb
@@ -51,11 +51,28 @@ async def _world(tmp_path: Path) -> AsyncIterator[tuple[Binding, StateStore, str
 
 
 async def _resync(binding: Binding, store: StateStore, queue: WorkQueue[Key], *, workers: int = 4) -> set[Key]:
-    observed = await observe(
-        name="tasks", app=binding.app, external=binding.external, store=store, policy=POLICY, allow_deletes=False
-    )
+    """The keys the batch path took over from the resync (those it then could not carry
+    out are on `queue`)."""
     applier = BatchApplier(binding, store, queue, workers=workers, clock=time.time, on_write=lambda write: None)
-    return await applier.apply(observed.work)
+    taken: set[Key] = set()
+
+    @asynccontextmanager
+    async def recording() -> AsyncIterator[Take]:
+        async with applier.session() as take:
+
+            async def taking(work: ResyncWork) -> set[Key]:
+                keys = await take(work)
+                taken.update(keys)
+                return keys
+
+            yield taking
+
+    observed = await observe(
+        name="tasks", app=binding.app, external=binding.external, store=store, policy=POLICY,
+        allow_deletes=False, batch=recording,
+    )  # fmt: skip
+    assert not taken & set(observed.work.keys)  # never both taken and left for the reconcile
+    return taken
 
 
 async def test_an_import_pairs_and_creates_by_the_page_without_per_record_requests(tmp_path: Path):
@@ -91,15 +108,20 @@ async def test_a_refused_create_is_parked_alone_and_an_unknown_outcome_left_to_t
         assert fine is not None and fine.state is LinkState.SYNCED
         assert refused is not None and refused.state is LinkState.ERROR and "422" in (refused.error or "")
         assert lost is not None and lost.state is LinkState.PENDING  # its intent waits for a lookup
-        assert (Side.APP, RecordId("2")) not in done and len(queue) == 1  # handed to the reconcile
+        assert len(done) == 3 and len(queue) == 1  # only the unknown outcome is handed to the reconcile
+        assert await queue.get() == (Side.APP, RecordId("2"))
 
 
-async def test_a_key_a_worker_holds_is_left_to_the_worker(tmp_path: Path):
+async def test_a_key_a_worker_holds_is_left_to_the_worker_who_looks_again(tmp_path: Path):
     async with _world(tmp_path) as (binding, store, _, app_db):
         app_db.execute("INSERT INTO tasks (title) VALUES ('busy'), ('free')")
         queue: WorkQueue[Key] = WorkQueue()
-        queue.add((Side.APP, RecordId("1")))
-        assert await queue.get() == (Side.APP, RecordId("1"))  # a worker has it in hand
-        done = await _resync(binding, store, queue)
-        assert done == {(Side.APP, RecordId("2"))}
+        busy = (Side.APP, RecordId("1"))
+        queue.add(busy)
+        assert await queue.get() == busy  # a worker has it in hand
+        await _resync(binding, store, queue)
         assert await store.link_for("tasks", Side.APP, RecordId("1")) is None
+        free = await store.link_for("tasks", Side.APP, RecordId("2"))
+        assert free is not None and free.state is LinkState.SYNCED
+        queue.done(busy)  # the worker finishes what it had seen
+        assert len(queue) == 1 and await queue.get() == busy  # and is handed the key again

@@ -3,16 +3,18 @@ as `classify` does over the same listings held in memory."""
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from connectors.base import Page, Record, RecordId, TransientError
+from reconcilers import resync
 from reconcilers.model import FieldMap, LinkState, Policy, Side
 from reconcilers.observe import Listing, classify
 from reconcilers.resync import observe
@@ -97,6 +99,14 @@ def _every_state_unchanged() -> dict[str, Any]:
         "app_fails_at": None,
         "external_fails_at": None,
     }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _pages_of_two() -> Iterator[None]:
+    """Unlinked records two to a page, so a world of a few records spans pages."""
+    page, resync.UNLINKED_PAGE = resync.UNLINKED_PAGE, 2
+    yield
+    resync.UNLINKED_PAGE = page
 
 
 @settings(max_examples=300, deadline=None)
