@@ -254,10 +254,7 @@ class BatchApplier:
         for (creation, row, values), result in zip(todo, results, strict=True):
             key = (creation.side, creation.source.id)
             if isinstance(result, Record):
-                app_id, ext_id = (
-                    (creation.source.id, result.id) if target is Side.EXTERNAL else (result.id, creation.source.id)
-                )
-                agreements.append(Agreement(row, app_id, ext_id, values))
+                agreements.append(Agreement(row, result.id, values))
                 self._on_write(Write(target, Op.CREATE, creation.values))
             elif isinstance(result, PermanentError):
                 # Parked as the reconcile parks: retried once the record changes.
@@ -271,7 +268,7 @@ class BatchApplier:
                 )  # fmt: skip
             else:
                 self.queue.add(key)  # outcome unknown: the reconcile settles the intent
-        unsettled = set(await self.store.settle_many(agreements, now=now)) if agreements else set()
+        unsettled = set(await self.store.settle_many(agreements, created_on=target, now=now)) if agreements else set()
         for creation, row, _ in todo:
             if row in unsettled:
                 self.queue.add((creation.side, creation.source.id))

@@ -62,11 +62,11 @@ class NewLink:
 
 @dataclass(frozen=True, slots=True)
 class Agreement:
-    """A settled create in a batch: both ids and the base they agree on."""
+    """A settled create in a batch: the id the create gave its record, and the base both
+    sides agree on (the source's id is on the intent already)."""
 
     row: int
-    app_id: RecordId
-    external_id: RecordId
+    created_id: RecordId
     base: dict[str, Canon] | str
 
 
@@ -241,15 +241,19 @@ class StateStore:
                 inserted = {(app_id, external_id): row async for row, app_id, external_id in cursor}
         return [inserted.get((link.app_id, link.external_id)) for link in links]
 
-    async def settle_many(self, agreements: Sequence[Agreement], *, now: float) -> list[int]:
-        """Settle created links in one transaction; returns the rows that could not be
-        settled because the new id is linked elsewhere already (they stay pending)."""
+    async def settle_many(self, agreements: Sequence[Agreement], *, created_on: Side, now: float) -> list[int]:
+        """Settle the links of creates into `created_on` in one transaction; returns the
+        rows that could not be settled (they stay pending, for the reconcile): the new id
+        is linked elsewhere already, or the source's id was released meanwhile."""
+        # Only the created side's id is set: naming the other column too would rewrite
+        # its index entry for the same value, which costs more than all else here.
+        column, source = ("app_id", "external_id") if created_on is Side.APP else ("external_id", "app_id")
         sql = (
-            "UPDATE OR IGNORE links SET app_id = ?, external_id = ?, state = 'synced', base = ?, error = NULL,"
+            f"UPDATE OR IGNORE links SET {column} = ?, state = 'synced', base = ?, error = NULL,"
             " failed_fingerprint = NULL, intent_side = NULL, intent_values = NULL, intent_id = NULL,"
-            " synced_at = ?, updated_at = ? WHERE row = ? AND state = 'pending'"
+            f" synced_at = ?, updated_at = ? WHERE row = ? AND state = 'pending' AND {source} IS NOT NULL"
         )
-        params = [(a.app_id, a.external_id, _json(a.base), now, now, a.row) for a in agreements]
+        params = [(a.created_id, _json(a.base), now, now, a.row) for a in agreements]
         async with self._transaction():
             await self._db.executemany(sql, params)
             marks = ", ".join("?" for _ in agreements)

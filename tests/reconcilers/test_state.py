@@ -7,7 +7,7 @@ import pytest
 from connectors.base import RecordId
 from reconcilers.migrations import StateError
 from reconcilers.model import LinkState, Side
-from reconcilers.state import LinkTaken, open_state
+from reconcilers.state import Agreement, LinkTaken, NewLink, open_state
 
 pytestmark = pytest.mark.anyio
 
@@ -83,3 +83,33 @@ async def test_release_keeps_the_other_side_as_a_tombstone_or_drops_an_empty_lin
         assert (kept.app_id, kept.external_id, kept.state) == (None, "10", LinkState.DELETED)
         assert await store.link_by_row(parked) is None
         assert await store.link_for("b", Side.APP, RecordId("9")) is None
+
+
+async def test_a_batch_settles_only_intents_it_still_can(tmp_path):
+    """Settling sets the created id alone: the source's id stays as the intent holds it,
+    and an intent whose created id is taken, or whose source was released, stays pending."""
+    async with open_state(tmp_path / "state.db") as store:
+        intents = [
+            NewLink(None, RecordId(f"e{i}"), LinkState.PENDING, intent_side=Side.APP, intent_values={"t": str(i)})
+            for i in range(3)
+        ]
+        rows = [row for row in await store.insert_links_many("b", intents, now=1.0) if row is not None]
+        assert len(rows) == 3
+        await store.insert_link(
+            "b", app_id=RecordId("taken"), external_id=RecordId("other"), state=LinkState.SYNCED, now=1.0
+        )
+        await store.release(rows[2], side=Side.EXTERNAL, now=2.0)  # e2 now names another record
+        agreements = [
+            Agreement(rows[0], RecordId("1"), {"t": "0"}),
+            Agreement(rows[1], RecordId("taken"), {"t": "1"}),
+            Agreement(rows[2], RecordId("3"), {"t": "2"}),
+        ]
+        unsettled = await store.settle_many(agreements, created_on=Side.APP, now=3.0)
+
+        assert sorted(unsettled) == sorted(rows[1:])
+        settled = await store.link_for("b", Side.APP, RecordId("1"))
+        assert settled is not None and settled.external_id == "e0" and settled.state is LinkState.SYNCED
+        assert settled.base == {"t": "0"} and settled.intent_values is None
+        for row in rows[1:]:
+            left = await store.link_by_row(row)
+            assert left is not None and left.state is LinkState.PENDING and left.app_id is None
