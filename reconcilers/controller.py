@@ -160,7 +160,7 @@ class Controller:
             reported = key in self._reported
             self._reported.discard(key)
             try:
-                result = await self._reconcile(key)
+                result = await self._reconcile(key, reported=reported)
             finally:
                 self._active.dec()
                 self.queue.done(key)
@@ -170,9 +170,11 @@ class Controller:
                 await self._notify(result)
             self._settle(key, result, seconds=time.perf_counter() - started)
 
-    async def _reconcile(self, key: Key) -> Result | BaseException:
+    async def _reconcile(self, key: Key, *, reported: bool = False) -> Result | BaseException:
         try:
             with anyio.fail_after(self.timing.reconcile_timeout):
+                if reported and await self.reconciler.carried_over(key):
+                    return Result(Outcome.SUCCESS, "in-sync")
                 return await self.reconciler.reconcile(key)
         except TimeoutError:
             return TransientError(f"reconcile timed out after {self.timing.reconcile_timeout}s")

@@ -209,6 +209,24 @@ class Reconciler:
         except MappingError:
             return False
 
+    async def carried_over(self, key: Key) -> bool:
+        """Did a change source report `key` with a sighting that tandem has carried over
+        since? The sighting is older than the link's last change and shows the record as
+        that change agreed: tandem's own write came back late, or another reconcile got
+        there first. Any later change is the source's to report again, so there is
+        nothing to read; without this, each such key cost a read of the record."""
+        found = self.observations.get(key)
+        if found is None:
+            return False
+        observed, seen_at = found
+        link = await self.store.link_for(self.binding.name, *key)
+        if link is None or link.updated_at is None or seen_at >= link.updated_at:
+            return False  # a fresh sighting: the reconcile uses it, with no read
+        if not self.as_agreed(link, observed.record, key[0]):
+            return False
+        self.forget_observation(key)
+        return True
+
     def _fresh_observation(self, key: Key, link: Link | None) -> Observation | None:
         """A sighting that is still news; one older than the link's last change is stale
         (tandem wrote since), and the record is read again instead."""
