@@ -121,6 +121,8 @@ class Capabilities:
     """The collection can wake its change feed the moment something changes (`watch`)."""
     chosen_ids: bool = False
     """`create` takes the id tandem chose, and a create sent twice makes one record."""
+    batch_create: int = 0
+    """How many rows one `create_many` may hold (0: the collection has none)."""
 
 
 class Collection(Protocol):
@@ -182,7 +184,8 @@ class BatchReading(Collection, Protocol):
 
 class BatchCreating(Collection, Protocol):
     async def create_many(self, rows: Sequence[Mapping[str, JSONValue]]) -> list[Record]:
-        """Create every row, all or none, and return them in order."""
+        """Create every row, all or none, and return them in order (at most
+        `capabilities.batch_create` rows)."""
         ...
 
 

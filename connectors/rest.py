@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -50,6 +50,19 @@ class ChangedSince:
 
 
 @dataclass(frozen=True, slots=True)
+class BulkCreate:
+    """An endpoint that creates many records in one request, all or none, and answers
+    with the created records in the order sent."""
+
+    path: str
+    size: int = 100
+    body: str = ""
+    """The key the list is sent under; empty: the request body is the list."""
+    records: str = ""
+    """Where the answer holds the created records; empty: the answer is the list."""
+
+
+@dataclass(frozen=True, slots=True)
 class RestCollectionSpec:
     path: str
     id: str = "id"
@@ -59,6 +72,7 @@ class RestCollectionSpec:
     update_method: str = "PATCH"
     changed_since: ChangedSince | None = None
     lookup: Lookup = Lookup.QUERY
+    bulk_create: BulkCreate | None = None
 
 
 class RestConnection:
@@ -101,7 +115,8 @@ class RestCollection:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(change_feed=self.spec.changed_since is not None)
+        bulk = self.spec.bulk_create
+        return Capabilities(change_feed=self.spec.changed_since is not None, batch_create=bulk.size if bulk else 0)
 
     async def check(self) -> None:
         await self.list_page(None)
@@ -196,6 +211,25 @@ class RestCollection:
         if location:
             return Record(id=RecordId(location.rstrip("/").rsplit("/", 1)[-1]), fields=dict(fields))
         raise PermanentError(f"{self.label}: create answered without an id")
+
+    async def create_many(self, rows: Sequence[Mapping[str, JSONValue]]) -> list[Record]:
+        """One request to the bulk endpoint. An answer that does not hold one record with
+        an id per row sent leaves every outcome unknown: the write intents settle them."""
+        bulk = self.spec.bulk_create
+        if bulk is None or len(rows) > bulk.size:
+            raise PermanentError(f"{self.label}: {len(rows)} rows exceed the bulk endpoint's size")
+        sent = [dict(row) for row in rows]
+        response = await self._client.request(
+            "POST", "/" + bulk.path.strip("/"), json={bulk.body: sent} if bulk.body else sent
+        )
+        items = dig(json_body(response, self.label), bulk.records)
+        created = [self._record(item) for item in items] if isinstance(items, list) else []
+        records = [record for record in created if record is not None]
+        if len(records) != len(rows):
+            raise TransientError(
+                f"{self.label}: a bulk create of {len(rows)} was answered with {len(records)} records with an id"
+            )
+        return records
 
     async def update(
         self, record_id: RecordId, fields: Mapping[str, JSONValue], *, current: Record | None

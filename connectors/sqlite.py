@@ -42,6 +42,8 @@ from connectors.sqlite_changelog import (
 
 PAGE_SIZE = 1000
 CHANGE_BATCH = 1000
+BATCH_ROWS = 10_000
+"""Rows one `create_many` takes: one transaction, larger than any page a batch sends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +150,7 @@ class SqliteTable:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(change_feed=True)
+        return Capabilities(change_feed=True, batch_create=BATCH_ROWS)
 
     async def check(self) -> None:
         """The table exists and has the id and every mapped column."""

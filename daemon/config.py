@@ -84,7 +84,17 @@ ConnectionConfig = Annotated[
 APP_TYPES = ("sqlite", "postgres")
 EXTERNAL_TYPES = ("rest", "kinto", "couchdb")
 
-_REST_KEYS = ("path", "id", "records", "record", "pagination", "update_method", "changed_since", "lookup")
+_REST_KEYS = (
+    "path",
+    "id",
+    "records",
+    "record",
+    "pagination",
+    "update_method",
+    "changed_since",
+    "lookup",
+    "bulk_create",
+)
 _EXTERNAL_KEYS = {"rest": ("path",), "kinto": ("bucket", "collection"), "couchdb": ("database",)}
 """Per external connection type: the keys it requires; every other type's keys are refused."""
 
@@ -130,6 +140,13 @@ class ChangedSinceConfig(_Strict):
     field: str
 
 
+class BulkCreateConfig(_Strict):
+    path: str
+    size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    body: str = ""
+    records: str = ""
+
+
 class ExternalSideConfig(_Strict):
     connection: str
     path: str = ""  # rest
@@ -143,6 +160,7 @@ class ExternalSideConfig(_Strict):
     update_method: Literal["PATCH", "PUT"] = "PATCH"
     changed_since: ChangedSinceConfig | None = None
     lookup: Lookup = Lookup.QUERY
+    bulk_create: BulkCreateConfig | None = None
     webhook: WebhookConfig | None = None
 
 

@@ -13,7 +13,7 @@ from connectors.http import HttpSettings
 from connectors.kinto import KintoCollectionSpec, KintoConnection
 from connectors.pagination import Pagination, PaginationType
 from connectors.postgres import PostgresConnection, PostgresTableSpec
-from connectors.rest import ChangedSince, RestCollectionSpec, RestConnection
+from connectors.rest import BulkCreate, ChangedSince, RestCollectionSpec, RestConnection
 from connectors.sqlite import SqliteConnection, SqliteTableSpec
 from daemon.config import (
     BasicAuthConfig,
@@ -149,7 +149,7 @@ def _external(connection: Connection, config: BindingConfig) -> Collection:
         if page is not None
         else Pagination(type=PaginationType.NONE)
     )
-    changed = ext.changed_since
+    changed, bulk = ext.changed_since, ext.bulk_create
     spec = RestCollectionSpec(
         path=ext.path,
         id=ext.id,
@@ -159,6 +159,7 @@ def _external(connection: Connection, config: BindingConfig) -> Collection:
         update_method=ext.update_method,
         changed_since=ChangedSince(changed.param, changed.field) if changed else None,
         lookup=ext.lookup,
+        bulk_create=BulkCreate(bulk.path, bulk.size, bulk.body, bulk.records) if bulk else None,
     )
     return connection.collection(spec)
 

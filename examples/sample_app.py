@@ -2,10 +2,11 @@
 
 It serves the demo (`make run`), the tests and the benchmark. It behaves like the
 typical APIs tandem meets: any collection at /{name}, server-assigned integer or
-string ids, PATCH and PUT, 404 for missing records, filters by field (?title=x),
-an `updated_at` stamp with an `updated_since` filter, and one of several pagination
-styles. Faults (429 with Retry-After, 5xx, stalls) can be switched on through
-/_admin/faults so tests can watch a client cope.
+string ids, PATCH and PUT, a bulk create (POST /{name}/_bulk, all or none), 404 for
+missing records, filters by field (?title=x), an `updated_at` stamp with an
+`updated_since` filter, and one of several pagination styles. Faults (429 with
+Retry-After, 5xx, stalls) can be switched on through /_admin/faults so tests can watch
+a client cope.
 
     python examples/sample_app.py --port 8080 --pagination page
 """
@@ -189,6 +190,31 @@ def build_app(options: Options | None = None) -> Starlette:
         store.record_write(record)
         return JSONResponse(_wrap(store, record), status_code=201)
 
+    async def bulk_create(request: Request) -> Response:
+        """A JSON list of records, created all or none: one invalid record refuses the lot."""
+        await request.body()
+        if (faulty := await guard(request)) is not None:
+            return faulty
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "invalid JSON"}, status_code=400)
+        if not isinstance(body, list):
+            return JSONResponse({"error": "expected a list of records"}, status_code=400)
+        problems = [
+            (index, problem) for index, item in enumerate(body) if (problem := _invalid(store, item, partial=False))
+        ]
+        if problems:
+            index, problem = problems[0]
+            return JSONResponse({"error": f"record {index}: {problem}"}, status_code=422)
+        created = []
+        for item in body:
+            record = {**item, "id": store.new_id(), "updated_at": store.stamp()}
+            collection(request)[str(record["id"])] = record
+            store.record_write(record)
+            created.append(record)
+        return JSONResponse(created, status_code=201)
+
     async def item(request: Request) -> Response:
         await request.body()
         if (faulty := await guard(request)) is not None:
@@ -304,6 +330,7 @@ def build_app(options: Options | None = None) -> Starlette:
             Route("/_admin/direct/{collection}/{id:path}", direct_item, methods=["PATCH", "DELETE"]),
             Route("/{collection}", timed(list_records), methods=["GET"]),
             Route("/{collection}", timed(create), methods=["POST"]),
+            Route("/{collection}/_bulk", timed(bulk_create), methods=["POST"]),
             Route("/{collection}/{id:path}", timed(item), methods=["GET", "PATCH", "PUT", "DELETE"]),
         ]
     )

@@ -15,7 +15,7 @@ whose outcome is unknown) goes back on the queue for the reconcile to settle alo
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import cast
@@ -24,7 +24,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from connectors.base import BatchCreating, ConnectorError, PermanentError, Record, RecordId
+from connectors.base import BatchCreating, Collection, ConnectorError, PermanentError, Record, RecordId
 from reconcilers.binding import Binding
 from reconcilers.canonical import Canon, fingerprint
 from reconcilers.intents import INTENT_WINDOW, could_have_made
@@ -276,29 +276,53 @@ class BatchApplier:
     async def _send(
         self, target: Side, payloads: list[dict[str, object]], chosen: list[RecordId | None]
     ) -> list[Record | BaseException]:
+        """Each payload's created record, or the error of its create. Where the collection
+        creates in batches, it gets chunks of its batch size, up to `workers` at a time."""
         collection = self.binding.side(target)
-        if hasattr(collection, "create_many") and not any(chosen):
+        size = collection.capabilities.batch_create
+        if not size or any(chosen):
+            return await self._send_each(collection, payloads, chosen)
+        chunks = [payloads[start : start + size] for start in range(0, len(payloads), size)]
+        results: list[list[Record | BaseException]] = [[] for _ in chunks]
+
+        async def send_chunk(index: int) -> None:
+            chunk = chunks[index]
             try:
-                created = await cast(BatchCreating, collection).create_many(payloads)
-                return list(created)
+                results[index] = list(await cast(BatchCreating, collection).create_many(chunk))
             except PermanentError:
-                pass  # one row refused the whole batch: one at a time, so it alone fails
+                # One row refused the whole chunk: one at a time, so it alone fails.
+                results[index] = await self._send_each(collection, chunk, [None] * len(chunk))
             except ConnectorError as exc:
-                return [exc for _ in payloads]
+                results[index] = [exc for _ in chunk]
+
+        await self._limited(len(chunks), send_chunk)
+        return [result for chunk_results in results for result in chunk_results]
+
+    async def _send_each(
+        self, collection: Collection, payloads: list[dict[str, object]], chosen: list[RecordId | None]
+    ) -> list[Record | BaseException]:
         results: list[Record | BaseException] = [PermanentError("not sent")] * len(payloads)
-        limiter = anyio.Semaphore(self.workers)
 
         async def one(index: int) -> None:
+            try:
+                results[index] = await collection.create(payloads[index], record_id=chosen[index])
+            except ConnectorError as exc:
+                results[index] = exc
+
+        await self._limited(len(payloads), one)
+        return results
+
+    async def _limited(self, count: int, job: Callable[[int], Awaitable[None]]) -> None:
+        """`job(0)` to `job(count - 1)`, at most `workers` at a time."""
+        limiter = anyio.Semaphore(self.workers)
+
+        async def run(index: int) -> None:
             async with limiter:
-                try:
-                    results[index] = await collection.create(payloads[index], record_id=chosen[index])
-                except ConnectorError as exc:
-                    results[index] = exc
+                await job(index)
 
         async with anyio.create_task_group() as tg:
-            for index in range(len(payloads)):
-                tg.start_soon(one, index)
-        return results
+            for index in range(count):
+                tg.start_soon(run, index)
 
     def _claim(self, *keys: Key) -> bool:
         taken: list[Key] = []

@@ -67,6 +67,8 @@ def test_a_good_file_loads_with_defaults_and_secrets(tmp_path):
                      r"fields\.done\.", id="bad-field-type"),
         pytest.param(('size = 100', 'size = "many"'),
                      r"pagination\.size: Input should be a valid integer", id="wrong-value-type"),
+        pytest.param(('path = "/tasks"', 'path = "/tasks"\nbulk_create = { path = "/tasks/_bulk", size = 0 }'),
+                     r"external\.bulk_create\.size: Input should be greater than or equal to 1", id="bulk-size"),
         pytest.param(('name = "tasks"\n', ''), r"bindings\[0\]\.name: required key is missing", id="missing"),
         pytest.param(('type = "sqlite"', 'type = "oracle"'), r"connections\.app: .*'sqlite', 'postgres', 'rest'",
                      id="unknown-connection-type"),

@@ -10,7 +10,7 @@ import pytest
 from connectors.base import RecordId
 from connectors.http import HttpSettings
 from connectors.pagination import Pagination, PaginationType
-from connectors.rest import RestCollectionSpec, RestConnection
+from connectors.rest import BulkCreate, RestCollectionSpec, RestConnection
 from connectors.sqlite import SqliteConnection, SqliteTableSpec
 from reconcilers.batch import BatchApplier
 from reconcilers.binding import Binding
@@ -29,7 +29,9 @@ POLICY = Policy(fields=(FieldMap("title", "title"), FieldMap("note", "note")), m
 
 
 @asynccontextmanager
-async def _world(tmp_path: Path) -> AsyncIterator[tuple[Binding, StateStore, str, AppDb]]:
+async def _world(
+    tmp_path: Path, *, bulk: BulkCreate | None = None
+) -> AsyncIterator[tuple[Binding, StateStore, str, AppDb]]:
     app_db = AppDb(tmp_path / "app.db")
     async with sample_app() as url, open_state(tmp_path / "state.db") as store:
         rest = RestConnection("api", HttpSettings(base_url=url, backoff_base=0.01))
@@ -41,7 +43,7 @@ async def _world(tmp_path: Path) -> AsyncIterator[tuple[Binding, StateStore, str
                 name="tasks",
                 policy=POLICY,
                 app=app.collection(SqliteTableSpec(table="tasks", columns=("title", "note"))),
-                external=rest.collection(RestCollectionSpec(path="/tasks", pagination=PAGES)),
+                external=rest.collection(RestCollectionSpec(path="/tasks", pagination=PAGES, bulk_create=bulk)),
             )
             await binding.app.check()
             yield binding, store, url, app_db
@@ -125,3 +127,22 @@ async def test_a_key_a_worker_holds_is_left_to_the_worker_who_looks_again(tmp_pa
         assert free is not None and free.state is LinkState.SYNCED
         queue.done(busy)  # the worker finishes what it had seen
         assert len(queue) == 1 and await queue.get() == busy  # and is handed the key again
+
+
+async def test_pushes_go_to_the_bulk_endpoint_and_a_refused_record_fails_alone(tmp_path: Path):
+    async with _world(tmp_path, bulk=BulkCreate("/tasks/_bulk", size=100)) as (binding, store, url, app_db):
+        titles = [f"app {i}" for i in range(600)]
+        titles.insert(150, "   ")  # the sample app refuses a blank title
+        for title in titles:
+            app_db.execute("INSERT INTO tasks (title) VALUES (?)", (title,))
+        before = await request_counts(url)
+        await _resync(binding, store, WorkQueue())
+
+        counts = await store.counts("tasks")
+        assert counts == {"synced": 600, "error": 1}
+        refused = await store.link_for("tasks", Side.APP, RecordId("151"))
+        assert refused is not None and "422" in (refused.error or "")
+        after = await request_counts(url)
+        # Pages of 500 and 101 rows, in chunks of 100: seven bulk requests, and the chunk
+        # the blank title refused sent again one record at a time.
+        assert after.get("POST tasks", 0) - before.get("POST tasks", 0) == 7 + 100
