@@ -144,7 +144,9 @@ class Reconciler:
             record_id = key[1] if side is key[0] else scene.id(side)
             if record_id is None:
                 continue
-            observed = self._fresh_observation((side, record_id), link)
+            # The other side's sighting is left for its own key, which a change source may
+            # have reported too: that reconcile then finds it carried over, with no read.
+            observed = self._fresh_observation((side, record_id), link, keep=side is not key[0])
             if observed is not None:
                 scene.set(side, observed.record)
                 if observed.twin_known:
@@ -227,10 +229,10 @@ class Reconciler:
         self.forget_observation(key)
         return True
 
-    def _fresh_observation(self, key: Key, link: Link | None) -> Observation | None:
+    def _fresh_observation(self, key: Key, link: Link | None, *, keep: bool = False) -> Observation | None:
         """A sighting that is still news; one older than the link's last change is stale
         (tandem wrote since), and the record is read again instead."""
-        found = self.observations.pop(key, None)
+        found = self.observations.get(key) if keep else self.observations.pop(key, None)
         if found is None:
             return None
         observed, seen_at = found

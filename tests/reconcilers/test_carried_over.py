@@ -50,3 +50,37 @@ async def test_a_late_report_is_settled_only_when_it_shows_what_was_agreed(
             assert (KEY in reconciler.observations) is not carried_over
     finally:
         await app.aclose()
+
+
+async def test_a_pairs_reconcile_leaves_the_other_sides_report_to_find_itself_carried_over(tmp_path: Path) -> None:
+    """The resync queued the app side; the external side's feed reported the same change
+    meanwhile. The app side's reconcile carries it over using the feed's sighting, and
+    the external side's own turn then needs no read."""
+    app_db = AppDb(tmp_path / "app.db")
+    app_db.execute("CREATE TABLE ext (id INTEGER PRIMARY KEY, title TEXT NOT NULL)")
+    app_db.execute("INSERT INTO tasks (id, title) VALUES (1, 'old')")
+    app_db.execute("INSERT INTO ext (id, title) VALUES (1, 'new')")
+    app = SqliteConnection("app", tmp_path / "app.db")
+    await app.open()
+    try:
+        tasks = app.collection(SqliteTableSpec(table="tasks", columns=("title",)))
+        ext = app.collection(SqliteTableSpec(table="ext", columns=("title",)))
+        for table in (tasks, ext):
+            await table.check()
+        async with open_state(tmp_path / "state.db") as store:
+            now = time.time()
+            await store.insert_link(
+                "tasks", app_id=RecordId("1"), external_id=RecordId("1"), state=LinkState.SYNCED,
+                now=now - 10, base={"title": "old"},
+            )  # fmt: skip
+            reconciler = Reconciler(Binding("tasks", POLICY, app=tasks, external=ext), store)
+            reported = (Side.EXTERNAL, RecordId("1"))
+            reconciler.observations[reported] = (Observation(Record(RecordId("1"), {"id": 1, "title": "new"})), now - 5)
+
+            result = await reconciler.reconcile((Side.APP, RecordId("1")))
+
+            assert [write.side for write in result.writes] == [Side.APP]
+            assert app_db.titles() == ["new"]
+            assert await reconciler.carried_over(reported)
+    finally:
+        await app.aclose()
