@@ -71,7 +71,8 @@ class Controller:
         self.metrics = metrics
         self.timing = timing
         self.queue: WorkQueue[Key] = WorkQueue(observer=metrics.queue_observer(binding.name))
-        self.reconciler = Reconciler(binding, store, on_write=self._count_write)
+        self._reported: set[Key] = set()  # keys a feed or webhook reported and not yet reconciled
+        self.reconciler = Reconciler(binding, store, on_write=self._count_write, reported=self._reported.__contains__)
         self._batch = BatchApplier(
             binding, store, self.queue, workers=timing.workers, clock=time.time, on_write=self._count_write
         )
@@ -82,7 +83,6 @@ class Controller:
         self._allow_deletes = False
         self._retry_parked = False
         self._touched: set[Key] = set()  # keys the change feeds reported since the last resync began
-        self._reported: set[Key] = set()  # keys a feed or webhook reported and not yet reconciled
         self._feed_wake = {side: anyio.Event() for side in Side}
         self._echoes = metrics.echoes.labels(self.name)
         self._outbox = outbox

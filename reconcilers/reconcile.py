@@ -108,11 +108,15 @@ class Reconciler:
         *,
         clock: Callable[[], float] = time.time,
         on_write: Callable[[Write], None] = lambda write: None,
+        reported: Callable[[Key], bool] = lambda key: False,
     ) -> None:
+        """`reported` says whether a change source reported a key that waits for its own
+        reconcile: a pair's reconcile leaves that key's sighting to it."""
         self.binding = binding
         self.store = store
         self._clock = clock
         self._on_write = on_write
+        self._reported = reported
         self._locks = PairLocks()
         self.observations: dict[Key, tuple[Observation, float]] = {}
         """Records as a listing or a feed saw them, and when that read began."""
@@ -144,9 +148,12 @@ class Reconciler:
             record_id = key[1] if side is key[0] else scene.id(side)
             if record_id is None:
                 continue
-            # The other side's sighting is left for its own key, which a change source may
-            # have reported too: that reconcile then finds it carried over, with no read.
-            observed = self._fresh_observation((side, record_id), link, keep=side is not key[0])
+            # The other side's sighting, where a change source reported it, is left for its
+            # own key's reconcile: that one then finds it carried over, with no read. Any
+            # other sighting is used once, so a later reconcile never acts on an old one.
+            other = (side, record_id)
+            keep = side is not key[0] and self._reported(other)
+            observed = self._fresh_observation(other, link, keep=keep)
             if observed is not None:
                 scene.set(side, observed.record)
                 if observed.twin_known:

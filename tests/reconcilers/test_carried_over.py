@@ -52,10 +52,12 @@ async def test_a_late_report_is_settled_only_when_it_shows_what_was_agreed(
         await app.aclose()
 
 
-async def test_a_pairs_reconcile_leaves_the_other_sides_report_to_find_itself_carried_over(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reported", [True, False])
+async def test_a_pairs_reconcile_leaves_a_reported_sighting_to_its_own_key(tmp_path: Path, reported: bool) -> None:
     """The resync queued the app side; the external side's feed reported the same change
     meanwhile. The app side's reconcile carries it over using the feed's sighting, and
-    the external side's own turn then needs no read."""
+    the external side's own turn then needs no read. A sighting no source reported is
+    used once: nothing later acts on it."""
     app_db = AppDb(tmp_path / "app.db")
     app_db.execute("CREATE TABLE ext (id INTEGER PRIMARY KEY, title TEXT NOT NULL)")
     app_db.execute("INSERT INTO tasks (id, title) VALUES (1, 'old')")
@@ -73,14 +75,16 @@ async def test_a_pairs_reconcile_leaves_the_other_sides_report_to_find_itself_ca
                 "tasks", app_id=RecordId("1"), external_id=RecordId("1"), state=LinkState.SYNCED,
                 now=now - 10, base={"title": "old"},
             )  # fmt: skip
-            reconciler = Reconciler(Binding("tasks", POLICY, app=tasks, external=ext), store)
-            reported = (Side.EXTERNAL, RecordId("1"))
-            reconciler.observations[reported] = (Observation(Record(RecordId("1"), {"id": 1, "title": "new"})), now - 5)
+            other = (Side.EXTERNAL, RecordId("1"))
+            binding = Binding("tasks", POLICY, app=tasks, external=ext)
+            reconciler = Reconciler(binding, store, reported=lambda key: reported and key == other)
+            reconciler.observations[other] = (Observation(Record(RecordId("1"), {"id": 1, "title": "new"})), now - 5)
 
             result = await reconciler.reconcile((Side.APP, RecordId("1")))
 
             assert [write.side for write in result.writes] == [Side.APP]
             assert app_db.titles() == ["new"]
-            assert await reconciler.carried_over(reported)
+            assert await reconciler.carried_over(other) is reported
+            assert other not in reconciler.observations
     finally:
         await app.aclose()
