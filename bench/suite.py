@@ -5,8 +5,9 @@ app table. Each scenario runs `--runs` times and reports medians: seconds, recor
 calls, peak RSS, and the ratio to its ceiling. tandem runs as a process (`tandem run`);
 ceilings and the peer run as processes too, so each peak RSS is its own.
 
-    python bench/suite.py --records 100000 --push-records 20000 --runs 3   # make bench
-    python bench/suite.py --records 10000 --push-records 5000 --runs 3     # make bench-quick
+    python bench/suite.py --records 100000 --push-records 10000 --runs 3 \
+        --import-sizes 10000,100000,1000000                                 # make bench
+    python bench/suite.py --records 10000 --push-records 1000 --runs 3     # make bench-quick
 
 Results: a table on stdout and `bench/results.json` (or `--out`).
 """
@@ -58,6 +59,7 @@ records = "data"
 pagination = {{ type = "cursor", cursor_param = "cursor", next_cursor = "next_cursor", size_param = "limit", \
 size = 1000 }}
 changed_since = {{ param = "since", field = "seq" }}
+{external_extra}
 
 [bindings.fields]
 title = "title"
@@ -126,9 +128,11 @@ class Tandem:
     port: int = 0
     started: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
+    external_extra: str = ""
+    """More keys for `[bindings.external]`."""
 
     def start(self) -> None:
-        (self.workdir / "tandem.toml").write_text(CONFIG.format(url=self.url))
+        (self.workdir / "tandem.toml").write_text(CONFIG.format(url=self.url, external_extra=self.external_extra))
         self.port = _free_port()
         env = {
             **os.environ,
@@ -246,13 +250,16 @@ def tandem_import(url: str, n: int) -> dict[str, Any]:
     }
 
 
-def tandem_push(url: str, n: int, concurrency: int) -> dict[str, Any]:
+BULK = 'bulk_create = { path = "/records/_bulk", size = 500 }'
+
+
+def tandem_push(url: str, n: int, concurrency: int, *, bulk: bool = False) -> dict[str, Any]:
     reset(url)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         app_db(workdir / "app.db", records("app", n))
         before = api_requests(url)
-        tandem = Tandem(workdir, url, workers=concurrency)
+        tandem = Tandem(workdir, url, workers=concurrency, external_extra=BULK if bulk else "")
         tandem.start()
         try:
             seconds = tandem.wait_for(lambda: links(workdir) >= n)
@@ -373,7 +380,12 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--push-records", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="", help="comma-separated scenarios: capacity,import,push,pairing")
+    parser.add_argument(
+        "--only", default="", help="comma-separated scenarios: capacity,import,import-sizes,push,pairing"
+    )
+    parser.add_argument(
+        "--import-sizes", default="", help="comma-separated sizes: tandem's import once at each, for its peak RSS"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -399,6 +411,10 @@ def main() -> None:
                 "dlt_best": repeat(runs, lambda: peer_dlt(url, n, best=True)),
             }
             print(json.dumps(results["import"], indent=1))
+        sizes = [int(size) for size in filter(None, args.import_sizes.split(","))]
+        if sizes and wanted("import-sizes"):
+            results["import_sizes"] = {str(size): tandem_import(url, size) for size in sizes}
+            print(json.dumps(results["import_sizes"], indent=1))
         if wanted("push"):
             push: dict[str, Any] = {}
             for concurrency in (1, 8, 32):
@@ -411,7 +427,10 @@ def main() -> None:
                     ),
                     "tandem": repeat(runs, lambda c=concurrency: tandem_push(url, args.push_records, c)),
                 }
-            push["bulk_endpoint"] = repeat(runs, lambda: ceiling_push(url, args.push_records, 8, "bulk"))
+            push["bulk_endpoint"] = {
+                "ceiling": repeat(runs, lambda: ceiling_push(url, args.push_records, 8, "bulk")),
+                "tandem": repeat(runs, lambda: tandem_push(url, args.push_records, 8, bulk=True)),
+            }
             results["push"] = push
             print(json.dumps(push, indent=1))
         if wanted("pairing"):
