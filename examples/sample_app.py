@@ -178,27 +178,22 @@ def build_app(options: Options | None = None) -> Starlette:
         await request.body()  # read first: a slow create still completes if the client left
         if (faulty := await guard(request)) is not None:
             return faulty
-        try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "invalid JSON"}, status_code=400)
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
         problem = _invalid(store, body, partial=False)
         if problem:
             return JSONResponse({"error": problem}, status_code=422)
-        record = {**body, "id": store.new_id(), "updated_at": store.stamp()}
-        collection(request)[str(record["id"])] = record
-        store.record_write(record)
-        return JSONResponse(_wrap(store, record), status_code=201)
+        return JSONResponse(_wrap(store, add(request, body)), status_code=201)
 
     async def bulk_create(request: Request) -> Response:
         """A JSON list of records, created all or none: one invalid record refuses the lot."""
         await request.body()
         if (faulty := await guard(request)) is not None:
             return faulty
-        try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "invalid JSON"}, status_code=400)
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
         if not isinstance(body, list):
             return JSONResponse({"error": "expected a list of records"}, status_code=400)
         problems = [
@@ -207,13 +202,13 @@ def build_app(options: Options | None = None) -> Starlette:
         if problems:
             index, problem = problems[0]
             return JSONResponse({"error": f"record {index}: {problem}"}, status_code=422)
-        created = []
-        for item in body:
-            record = {**item, "id": store.new_id(), "updated_at": store.stamp()}
-            collection(request)[str(record["id"])] = record
-            store.record_write(record)
-            created.append(record)
-        return JSONResponse(created, status_code=201)
+        return JSONResponse([add(request, item) for item in body], status_code=201)
+
+    def add(request: Request, fields: dict[str, Any]) -> dict[str, Any]:
+        record = {**fields, "id": store.new_id(), "updated_at": store.stamp()}
+        collection(request)[str(record["id"])] = record
+        store.record_write(record)
+        return record
 
     async def item(request: Request) -> Response:
         await request.body()
@@ -334,6 +329,14 @@ def build_app(options: Options | None = None) -> Starlette:
             Route("/{collection}/{id:path}", timed(item), methods=["GET", "PATCH", "PUT", "DELETE"]),
         ]
     )
+
+
+async def _json_body(request: Request) -> Any:
+    """The request's JSON, or the 400 answer to a body that is not JSON."""
+    try:
+        return await request.json()
+    except ValueError:
+        return JSONResponse({"error": "invalid JSON"}, status_code=400)
 
 
 def _wrap(store: Store, record: dict[str, Any]) -> Any:
