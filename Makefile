@@ -69,9 +69,9 @@ soak: install
 # The benchmark suite (bench/RESULTS.md): tandem beside its ceilings and dlt, in one run.
 # Never part of `make test`. dlt lives in its own environment, like the test servers.
 bench: install $(BENCH_STAMP) $(DLT)
-	$(BIN)/python bench/suite.py --records 100000 --push-records 10000 --runs 3 --import-sizes 10000,100000,1000000
+	$(BIN)/python bench/suite.py --records 100000 --push-records 10000 --runs 3 --import-sizes 10000,1000000
 	$(BIN)/python bench/diff.py --sizes 10000,100000,1000000 --in-memory
-	$(BIN)/python bench/latency.py --duration 60 --rate 50
+	$(BIN)/python bench/latency.py --duration 30 --rate 50
 
 bench-quick: install $(BENCH_STAMP) $(DLT)
 	$(BIN)/python bench/suite.py --records 10000 --push-records 1000 --runs 3 \

@@ -13,7 +13,7 @@ counted as superseded (level-triggered sync carries the newest value only), not 
 latency. The sample app's own handling time per request is measured too; the
 "excluding" columns subtract the two requests tandem makes per app→external change.
 
-    python bench/latency.py --duration 60 --rate 50
+    python bench/latency.py --duration 30 --rate 50
 """
 
 from __future__ import annotations

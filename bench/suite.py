@@ -6,7 +6,7 @@ calls, peak RSS, and the ratio to its ceiling. tandem runs as a process (`tandem
 ceilings and the peer run as processes too, so each peak RSS is its own.
 
     python bench/suite.py --records 100000 --push-records 10000 --runs 3 \
-        --import-sizes 10000,100000,1000000                                 # make bench
+        --import-sizes 10000,1000000                                        # make bench
     python bench/suite.py --records 10000 --push-records 1000 --runs 3     # make bench-quick
 
 Results: a table on stdout and `bench/results.json` (or `--out`).
