@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import itertools
 import pickle
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 
 import aiosqlite
+import anyio
+import structlog
 
 from connectors.base import Record, RecordId
 from reconcilers.model import LinkDigest, Side
@@ -50,6 +53,9 @@ def _decode(stored: bytes | None) -> Record | None:
 
 
 _CHUNK = 1000
+_DROP_RETRIES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+log = structlog.get_logger(__name__)
 
 
 class ListedRecords:
@@ -75,8 +81,21 @@ class ListedRecords:
             )
 
     async def drop(self) -> None:
+        """Best effort. SQLite refuses DROP TABLE while any statement on the connection is
+        active (another task's read, between two fetches), so each drop is tried again
+        for a few seconds; a table still left is only disk until the connection closes,
+        and never fails the resync."""
         for table in (*self._tables.values(), self._matches):
-            await self._db.execute(f"DROP TABLE IF EXISTS {table}")
+            for delay in _DROP_RETRIES:
+                try:
+                    await self._db.execute(f"DROP TABLE IF EXISTS {table}")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc):
+                        raise
+                    await anyio.sleep(delay)
+            else:
+                log.warning("resync.scratch_kept", table=table, binding=self._binding)
 
     async def add(self, side: Side, listed: Iterable[tuple[Record, str | None, str | None]]) -> None:
         """One page of records with their digests and match keys; a record listed twice

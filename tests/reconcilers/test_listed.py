@@ -203,3 +203,38 @@ def test_a_value_json_cannot_hold_comes_back_as_it_was(tmp_path: Path) -> None:
         assert paired.twin is not None and paired.twin.id == "x"
 
     anyio.run(run)
+
+
+def test_a_read_in_progress_on_the_connection_delays_the_drop_and_fails_nothing(tmp_path: Path) -> None:
+    """SQLite refuses DROP TABLE while any statement on the connection is active: another
+    task's read between two fetches (a gauge, a status request) made a resync fail."""
+
+    async def run() -> tuple[bool, list[str]]:
+        async with open_state(tmp_path / "state.db") as store:
+            for i in range(3):  # another binding's links, for a read to be in the middle of
+                await store.insert_link(
+                    "other", app_id=RecordId(str(i)), external_id=None, state=LinkState.ERROR, now=0.0
+                )
+            reading = await store._db.execute("SELECT row FROM links")
+            await reading.fetchone()  # active until closed
+            done: list[bool] = []
+
+            async def resync() -> None:
+                observed = await observe(
+                    name="b",
+                    app=Pages([Record(RecordId("1"), {"title": "a"})]),  # type: ignore[arg-type]
+                    external=Pages([]),  # type: ignore[arg-type]
+                    store=store,
+                    policy=POLICY,
+                    allow_deletes=False,
+                )
+                done.append(observed.complete)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(resync)
+                await anyio.sleep(0.3)
+                await reading.close()
+            async with store._db.execute("SELECT name FROM sqlite_temp_master") as cursor:
+                return done == [True], [row[0] async for row in cursor]
+
+    assert anyio.run(run) == (True, [])
