@@ -36,6 +36,9 @@ from reconcilers.workqueue import WorkQueue
 
 log = structlog.get_logger(__name__)
 
+RESYNC_RETRY = 5.0
+"""Seconds before a failed or incomplete resync is tried again, doubling up to the interval."""
+
 
 @dataclass(frozen=True, slots=True)
 class Timing:
@@ -244,11 +247,15 @@ class Controller:
     # --- sources -----------------------------------------------------------------
 
     async def _resync_loop(self) -> None:
+        failures = 0
         while True:
             allow, self._allow_deletes = self._allow_deletes, False
             retry, self._retry_parked = self._retry_parked, False
+            failures += 1
             try:
-                await self.resync(allow_deletes=allow, retry_parked=retry)
+                observed = await self.resync(allow_deletes=allow, retry_parked=retry)
+                if observed.complete:
+                    failures = 0
             except ConnectorError as exc:
                 log.warning("resync.failed", binding=self.name, error=str(exc))
             except sqlite3.OperationalError as exc:
@@ -256,7 +263,11 @@ class Controller:
                     raise
                 log.warning("resync.failed", binding=self.name, error=f"state database: {exc}")
             self._first_resync.set()
-            with anyio.move_on_after(self.timing.wait(self.timing.resync_interval)):
+            # A failed or incomplete resync is tried again soon, not a whole interval later:
+            # at start-up, the initial sync would otherwise wait that long.
+            interval = self.timing.resync_interval
+            wait = min(interval, RESYNC_RETRY * 2 ** (failures - 1)) if failures else interval
+            with anyio.move_on_after(self.timing.wait(wait)):
                 await self._resync_wake.wait()
             self._resync_wake = anyio.Event()
 
