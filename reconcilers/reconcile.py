@@ -151,9 +151,9 @@ class Reconciler:
             # The other side's sighting, where a change source reported it, is left for its
             # own key's reconcile: that one then finds it carried over, with no read. Any
             # other sighting is used once, so a later reconcile never acts on an old one.
-            other = (side, record_id)
-            keep = side is not key[0] and self._reported(other)
-            observed = self._fresh_observation(other, link, keep=keep)
+            seen_key = (side, record_id)
+            keep = side is not key[0] and self._reported(seen_key)
+            observed = self._fresh_observation(seen_key, link, keep=keep)
             if observed is not None:
                 scene.set(side, observed.record)
                 if observed.twin_known:
