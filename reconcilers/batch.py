@@ -146,7 +146,7 @@ class BatchApplier:
         leaving the block waits for the lanes to finish.
 
         Two lanes, so one page's rows go into the app while another's links are written;
-        a full hand-over waits, so a resync holds a few pages, never a collection. A key
+        a hand-over waits for a free lane, so a resync holds a few pages, never a collection. A key
         a lane cannot carry out (claimed by a worker meanwhile, linked meanwhile, an
         outcome unknown) goes on the queue for the reconcile."""
         in_flight = await self.store.pending(self.binding.name)  # before any of our own
