@@ -45,11 +45,14 @@ def _encode(record: Record) -> bytes:
     return pickle.dumps((record.id, record.fields, record.version), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _decode(stored: bytes | None) -> Record | None:
-    if stored is None:
-        return None
+def _decode(stored: bytes) -> Record:
     record_id, fields, version = pickle.loads(stored)  # noqa: S301 - written by `_encode`, on this connection only
     return Record(RecordId(record_id), fields, version)
+
+
+def _decode_listed(stored: bytes | None) -> Record | None:
+    """A joined record, or None where the listing did not hold it."""
+    return _decode(stored) if stored is not None else None
 
 
 _CHUNK = 1000
@@ -131,7 +134,7 @@ class ListedRecords:
         async with self._db.execute(sql, (self._binding, listed_since)) as cursor:
             while rows := await cursor.fetchmany(_CHUNK):
                 for row in rows:
-                    yield LinkRow(LinkDigest.from_row(row), _decode(row[6]), _decode(row[7]))
+                    yield LinkRow(LinkDigest.from_row(row), _decode_listed(row[6]), _decode_listed(row[7]))
 
     def _unlinked(self, side: Side, alias: str) -> str:
         column = "app_id" if side is Side.APP else "external_id"
@@ -178,19 +181,17 @@ class ListedRecords:
                 f" FROM {self._tables[side]} t LEFT JOIN {self._matches} m ON m.match = t.match"
                 f" WHERE t.rowid > ? AND {self._unlinked(side, 't')} ORDER BY t.rowid LIMIT ?"
             )
+            twin_params = (self._binding,) if side is Side.APP else ()
             while True:
-                twin_params = (self._binding,) if side is Side.APP else ()
                 async with self._db.execute(sql, (*twin_params, after, self._binding, page_size)) as cursor:
                     rows = list(await cursor.fetchall())
                 if not rows:
                     break
                 after = rows[-1][0]
-                unlinked = [(_decode(row[1]), row) for row in rows]
                 yield (
                     side,
                     [
-                        UnlinkedRow(record, _decode(row[4]), apps=row[2], externals=row[3])
-                        for record, row in unlinked
-                        if record is not None
+                        UnlinkedRow(_decode(row[1]), _decode_listed(row[4]), apps=row[2], externals=row[3])
+                        for row in rows
                     ],
                 )

@@ -65,7 +65,10 @@ class ResyncWork:
 
 def digest(record: Record, side: Side, policy: Policy) -> str | None:
     """The record's mapped values as a base is stored, or None where they do not map."""
-    return digest_and_match(record, side, policy)[0]
+    try:
+        return fingerprint(view(record, side, policy))
+    except MappingError:
+        return None
 
 
 def digest_and_match(record: Record, side: Side, policy: Policy) -> tuple[str | None, str | None]:

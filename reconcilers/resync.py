@@ -70,7 +70,6 @@ async def diff(
     policy: Policy,
     listed_since: float,
     take: Take | None = None,
-    page_size: int | None = None,
 ) -> ResyncWork:
     """The resync's work from the stored listings and the links: quiet links are only
     counted, the rest and the unlinked records are decided in Python. The work `take`
@@ -78,7 +77,7 @@ async def diff(
     work = ResyncWork(unchanged=await listed.unchanged(listed_since))
     async for row in listed.other_links(listed_since):
         classify_link(row, app_complete=app.complete, external_complete=external.complete, policy=policy, work=work)
-    async for side, rows in listed.unlinked(page_size=page_size or UNLINKED_PAGE):
+    async for side, rows in listed.unlinked(page_size=UNLINKED_PAGE):
         page = ResyncWork()
         for unlinked in rows:
             classify_unlinked_row(
