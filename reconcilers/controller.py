@@ -20,13 +20,14 @@ from typing import cast
 
 import anyio
 import structlog
+from prometheus_client import Counter
 
 from connectors.base import BatchReading, ConnectorError, PushingCollection, Record, RecordId, TransientError
 from reconcilers.batch import BatchApplier
 from reconcilers.binding import Binding
 from reconcilers.events import events_for
 from reconcilers.metrics import SyncMetrics
-from reconcilers.model import Side
+from reconcilers.model import Op, Side
 from reconcilers.observe import Key, Observation
 from reconcilers.plan import Write
 from reconcilers.reconcile import Outcome, Reconciler, Result
@@ -74,6 +75,7 @@ class Controller:
         self.metrics = metrics
         self.timing = timing
         self.queue: WorkQueue[Key] = WorkQueue(observer=metrics.queue_observer(binding.name))
+        self._write_counters: dict[tuple[Side, Op], Counter] = {}
         self._reported: set[Key] = set()  # keys a feed or webhook reported and not yet reconciled
         self.reconciler = Reconciler(binding, store, on_write=self._count_write, reported=self._reported.__contains__)
         self._batch = BatchApplier(
@@ -242,7 +244,11 @@ class Controller:
             self.metrics.reconcile_errors.labels(self.name).inc()
 
     def _count_write(self, write: Write) -> None:
-        self.metrics.writes.labels(self.name, write.side.value, write.op.value).inc()
+        counter = self._write_counters.get((write.side, write.op))
+        if counter is None:  # a child's lookup by labels costs more than its increment
+            counter = self.metrics.writes.labels(self.name, write.side.value, write.op.value)
+            self._write_counters[(write.side, write.op)] = counter
+        counter.inc()
 
     # --- sources -----------------------------------------------------------------
 

@@ -35,7 +35,8 @@ class Direction(enum.StrEnum):
 
     def allows(self, side: Side) -> bool:
         """May values be written to `side`?"""
-        return self is Direction.BOTH or self.value == f"to-{side.value}"
+        # Identity tests, not text: this runs for every field of every record written.
+        return self is Direction.BOTH or (self is Direction.TO_APP) is (side is Side.APP)
 
 
 class Flow(enum.StrEnum):
@@ -48,7 +49,9 @@ class Flow(enum.StrEnum):
 
     def allows(self, side: Side) -> bool:
         """May a create or delete be carried out on `side`?"""
-        return self is Flow.BOTH or self.value == f"to-{side.value}"
+        if self is Flow.BOTH or self is Flow.NONE:
+            return self is Flow.BOTH
+        return (self is Flow.TO_APP) is (side is Side.APP)
 
 
 class ConflictPolicy(enum.StrEnum):

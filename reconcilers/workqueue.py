@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ class WorkQueue(Generic[K]):
     def __init__(
         self,
         *,
-        clock: Callable[[], float] = anyio.current_time,
+        clock: Callable[[], float] = time.monotonic,
         backoff: Backoff | None = None,
         observer: QueueObserver | None = None,
     ) -> None:
