@@ -8,12 +8,13 @@ nested objects (`fields.Name`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from connectors.base import JSONValue, Record
-from reconcilers.canonical import Canon, CoercionError, canonical, fingerprint
+from reconcilers.canonical import Canon, CoercionError, canonical
 from reconcilers.model import FieldMap, Policy, Side, Values
 
 
@@ -77,10 +78,11 @@ def match_values(values: Values, policy: Policy, on: Side) -> dict[str, JSONValu
 
 def match_key(values: Values, policy: Policy) -> str | None:
     """A hashable key of the match fields; None when any is empty (nothing to pair on)."""
-    picked = {name: values.get(name) for name in policy.match}
-    if not picked or any(value in (None, "") for value in picked.values()):
+    picked = [values.get(name) for name in policy.match]
+    if not picked or None in picked or "" in picked:
         return None
-    return fingerprint(picked)
+    # In `policy.match` order: both sides name the same fields, so no key needs sorting.
+    return json.dumps(picked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def matching(candidates: Iterable[Record], want: Values, side: Side, policy: Policy) -> list[Record]:
