@@ -14,6 +14,7 @@ whose outcome is unknown) goes back on the queue for the reconcile to settle alo
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -69,6 +70,8 @@ class Creation:
     side: Side
     """The side the source is on; the create goes to the other."""
     values: dict[str, Canon]
+    encoded: str
+    """`values` as `fingerprint` writes them: once, for the intent and the base."""
 
 
 def simple_decisions(
@@ -90,7 +93,8 @@ def simple_decisions(
         if any(_may_be_in_flight(record, on, in_flight, policy, now) for record, on in records):
             continue
         try:
-            values = view(seen.record, side, policy)
+            # The listing's digest is the record's view, encoded: decoding it is cheaper.
+            values = json.loads(seen.digest) if seen.digest is not None else view(seen.record, side, policy)
             twin = view(seen.twin, side.other, policy) if seen.twin is not None else None
         except MappingError:
             continue  # parked by the reconcile, with the error
@@ -101,7 +105,11 @@ def simple_decisions(
         if seen.twin is not None and not decided.writes and side is Side.APP:
             pairings.append(Pairing(seen.record, seen.twin, dict(decided.base)))
         elif seen.twin is None and [w.op for w in decided.writes] == [Op.CREATE]:
-            creations.append(Creation(seen.record, side, dict(decided.writes[0].values)))
+            payload = dict(decided.writes[0].values)
+            # Every field written: the payload is the view, and its encoding the digest.
+            whole = seen.digest is not None and len(payload) == len(values)
+            encoded = seen.digest if whole and seen.digest is not None else fingerprint(payload)
+            creations.append(Creation(seen.record, side, payload, encoded))
     return pairings, creations
 
 
@@ -228,7 +236,7 @@ class BatchApplier:
         chosen = [
             RecordId(uuid.uuid4().hex) if collection.capabilities.chosen_ids else None for _ in batch
         ]  # fmt: skip
-        encoded = [fingerprint(c.values) for c in batch]  # once, for the intent and the base
+        encoded = [c.encoded for c in batch]
         intents = [
             NewLink(
                 app_id=c.source.id if c.side is Side.APP else None,

@@ -177,7 +177,7 @@ class ListedRecords:
             after = 0
             sql = (
                 f"SELECT t.rowid, t.record, COALESCE(m.apps, 0), COALESCE(m.externals, 0),"
-                f" {twin if side is Side.APP else 'NULL'}"
+                f" {twin if side is Side.APP else 'NULL'}, t.digest"
                 f" FROM {self._tables[side]} t LEFT JOIN {self._matches} m ON m.match = t.match"
                 f" WHERE t.rowid > ? AND {self._unlinked(side, 't')} ORDER BY t.rowid LIMIT ?"
             )
@@ -190,8 +190,5 @@ class ListedRecords:
                 after = rows[-1][0]
                 yield (
                     side,
-                    [
-                        UnlinkedRow(_decode(row[1]), _decode_listed(row[4]), apps=row[2], externals=row[3])
-                        for row in rows
-                    ],
+                    [UnlinkedRow(_decode(row[1]), _decode_listed(row[4]), row[2], row[3], row[5]) for row in rows],
                 )

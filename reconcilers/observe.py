@@ -35,6 +35,8 @@ class Observation:
     record: Record
     twin: Record | None = None
     twin_known: bool = False
+    digest: str | None = None
+    """The record's mapped values as the listing stored them, where it did."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class UnlinkedRow:
     twin: Record | None
     apps: int
     externals: int
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,20 +142,19 @@ def classify(
 
 def _unlinked_rows(unlinked: Mapping[Side, list[Record]], policy: Policy) -> Iterator[tuple[Side, UnlinkedRow]]:
     """The unlinked records with their match counts, as the streamed resync counts them in SQL."""
-    keys: dict[Side, list[str | None]] = {
-        side: [digest_and_match(record, side, policy)[1] for record in records] for side, records in unlinked.items()
-    }
+    read = {side: [digest_and_match(record, side, policy) for record in records] for side, records in unlinked.items()}
+    keys = {side: [match for _, match in pairs] for side, pairs in read.items()}
     counts = {side: Counter(key for key in side_keys if key is not None) for side, side_keys in keys.items()}
     only_external = {
         key: record for record, key in zip(unlinked[Side.EXTERNAL], keys[Side.EXTERNAL], strict=True) if key
     }
     for side in Side:
-        for record, key in zip(unlinked[side], keys[side], strict=True):
+        for record, (digested, key) in zip(unlinked[side], read[side], strict=True):
             apps, externals = (counts[Side.APP][key], counts[Side.EXTERNAL][key]) if key is not None else (0, 0)
             if not (apps and externals):
                 apps = externals = 0
             twin = only_external[key] if side is Side.APP and key is not None and apps == externals == 1 else None
-            yield side, UnlinkedRow(record, twin, apps, externals)
+            yield side, UnlinkedRow(record, twin, apps, externals, digested)
 
 
 def classify_unlinked_row(
@@ -166,14 +168,15 @@ def classify_unlinked_row(
     if side is Side.APP:
         if unique_pair and row.twin is not None:
             twin_key = (Side.EXTERNAL, row.twin.id)
-            work.add(key, (key, Observation(row.record, row.twin, True)), (twin_key, Observation(row.twin)))
+            seen = Observation(row.record, row.twin, True, row.digest)
+            work.add(key, (key, seen), (twin_key, Observation(row.twin)))
             return
         known = external_complete and not row.externals
     else:
         if unique_pair:
             return  # observed with its app twin
         known = app_complete and not row.apps
-    work.add(key, (key, Observation(row.record, None, known)))
+    work.add(key, (key, Observation(row.record, None, known, row.digest)))
 
 
 def classify_link(
