@@ -142,6 +142,7 @@ class BatchApplier:
         self.workers = max(1, workers)
         self._clock = clock
         self._on_write = on_write
+        self._own: set[int] = set()  # the rows of this session's write intents
 
     @property
     def policy(self) -> Policy:
@@ -157,11 +158,12 @@ class BatchApplier:
         a hand-over waits for a free lane, so a resync holds a few pages, never a collection. A key
         a lane cannot carry out (claimed by a worker meanwhile, linked meanwhile, an
         outcome unknown) goes on the queue for the reconcile."""
-        in_flight = await self.store.pending(self.binding.name)  # before any of our own
         send, receive = anyio.create_memory_object_stream[_Part]()
         totals = {"pairings": 0, "creates": 0}
+        self._own = set()
 
         async def take(work: ResyncWork) -> set[Key]:
+            in_flight = await self._in_flight(work)
             pairings, creations = simple_decisions(work, self.policy, in_flight=in_flight, now=self._clock())
             if not pairings and not creations:
                 return set()
@@ -182,6 +184,20 @@ class BatchApplier:
             raise _sole(group) from None
         if any(totals.values()):
             log.info("resync.batched", binding=self.binding.name, **totals)
+
+    async def _in_flight(self, work: ResyncWork) -> list[Link]:
+        """The creates others have in flight into the sides of `work`'s records, read
+        as each part is taken: a page may be listed while a worker creates. Our own
+        intents are left out (one stored but not yet noted only sends a record to the
+        reconcile)."""
+        sides = {side for side, _ in work.keys}
+        if any(seen.twin is not None for seen in work.observations.values()):
+            sides.add(Side.EXTERNAL)  # a pairing's twin
+        in_flight: list[Link] = []
+        for side in sides:
+            pending = await self.store.pending(self.binding.name, side=side)
+            in_flight.extend(intent for intent in pending if intent.row not in self._own)
+        return in_flight
 
     async def _lane(self, parts: MemoryObjectReceiveStream[_Part]) -> None:
         async with parts:
@@ -249,6 +265,21 @@ class BatchApplier:
             for c, new_id, values in zip(batch, chosen, encoded, strict=True)
         ]
         rows = await self.store.insert_links_many(self.binding.name, intents, now=self._clock())
+        own = {row for row in rows if row is not None}
+        self._own |= own
+        try:
+            await self._send_and_settle(target, batch, rows, chosen, encoded)
+        finally:
+            self._own -= own  # settled, parked, or unknown and left to the reconcile
+
+    async def _send_and_settle(
+        self,
+        target: Side,
+        batch: Sequence[Creation],
+        rows: Sequence[int | None],
+        chosen: Sequence[RecordId | None],
+        encoded: Sequence[str],
+    ) -> None:
         todo = [(c, row, values) for c, row, values in zip(batch, rows, encoded, strict=True) if row is not None]
         chosen_by_row = {row: new_id for row, new_id in zip(rows, chosen, strict=True) if row is not None}
         for creation, row in zip(batch, rows, strict=True):

@@ -5,7 +5,8 @@ temporary storage (`reconcilers.listed`), so the process holds a page, not a col
 The diff is a join there; only the links that need a look, and the records no link
 holds, come back to the pure `classify_link` and `classify_unlinked_row`. The unlinked
 records come a page at a time, and each page may be handed to `take` (the batch path)
-as it is decided, so an import holds a few pages, not the collection.
+as it is decided, so an import holds a few pages, not the collection. An import into
+an empty side skips the storing: its pages are decided as they are listed.
 
 A listing cut short by an error is marked incomplete, and no deletion is inferred from
 it; a shutdown cancels the resync whole. The mass-delete guard holds back every
@@ -16,17 +17,25 @@ asks for it.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 
 import anyio
 import structlog
 
-from connectors.base import Collection, ConnectorError
+from connectors.base import Collection, ConnectorError, Record
 from reconcilers.listed import ListedRecords
 from reconcilers.model import Policy, Side
-from reconcilers.observe import Key, ResyncWork, classify_link, classify_unlinked_row, digest_and_match
+from reconcilers.observe import (
+    Key,
+    ResyncWork,
+    UnlinkedRow,
+    classify_link,
+    classify_unlinked_row,
+    digest,
+    digest_and_match,
+)
 from reconcilers.state import StateStore
 
 log = structlog.get_logger(__name__)
@@ -47,19 +56,30 @@ class ListingOutcome:
     error: str | None = None
 
 
-async def list_into(collection: Collection, side: Side, listed: ListedRecords, policy: Policy) -> ListingOutcome:
-    """List `collection` to the end into `listed`; an error ends it incomplete."""
+Straight = Callable[[Side, Sequence[Record]], Awaitable[bool]]
+"""Decides a listed page at once, if it can; False: the page is to be stored."""
+
+
+async def list_into(
+    collection: Collection, side: Side, listed: ListedRecords, policy: Policy, *, straight: Straight | None = None
+) -> ListingOutcome:
+    """List `collection` to the end into `listed`, each page offered to `straight` first;
+    an error ends it incomplete."""
     cursor: str | None = None
+    decided = 0  # pages decided straight away are not stored, so not counted there
     try:
         while True:
             page = await collection.list_page(cursor)
-            await listed.add(side, [(record, *digest_and_match(record, side, policy)) for record in page.records])
+            if straight is not None and await straight(side, page.records):
+                decided += len(page.records)
+            else:
+                await listed.add(side, [(record, *digest_and_match(record, side, policy)) for record in page.records])
             if page.cursor is None:
-                return ListingOutcome(await listed.count(side), complete=True)
+                return ListingOutcome(await listed.count(side) + decided, complete=True)
             cursor = page.cursor
     except ConnectorError as exc:
         log.warning("resync.listing_incomplete", collection=collection.label, error=str(exc))
-        return ListingOutcome(await listed.count(side), complete=False, error=str(exc))
+        return ListingOutcome(await listed.count(side) + decided, complete=False, error=str(exc))
 
 
 async def diff(
@@ -114,22 +134,43 @@ async def observe(
 ) -> Observed:
     """List both sides, classify, and apply the mass-delete guard. A `batch` path is
     offered the unlinked records' work a page at a time (it never holds a deletion), and
-    is done before the listings are dropped."""
+    is done before the listings are dropped.
+
+    An import skips the stored listing: where no link existed when the resync began and
+    one side's listing has completed empty, every record the other side lists from then
+    on is unlinked and has no twin to pair with, so its page is decided and handed to the
+    batch path as it arrives, while the listing goes on."""
     outcomes: dict[Side, ListingOutcome] = {}
     listed_since = time.time()
-    async with store.listed(name) as listed:
+    taking: AbstractAsyncContextManager[Take | None] = batch() if batch is not None else nullcontext(None)
+    async with store.listed(name) as listed, taking as take:
+        decided = ResyncWork()
+        unlinked_only = take is not None and await store.link_count(name) == 0
+
+        async def straight(side: Side, records: Sequence[Record]) -> bool:
+            other = outcomes.get(side.other)
+            if take is None or not unlinked_only or other is None or not other.complete or other.count:
+                return False
+            page = ResyncWork()
+            complete = {side: False, side.other: True}
+            for record in records:
+                row = UnlinkedRow(record, None, 0, 0, digest(record, side, policy))
+                classify_unlinked_row(
+                    row, side, app_complete=complete[Side.APP], external_complete=complete[Side.EXTERNAL], work=page
+                )  # fmt: skip
+            decided.extend(page, without=await take(page))
+            return True
 
         async def list_side(side: Side, collection: Collection) -> None:
-            outcomes[side] = await list_into(collection, side, listed, policy)
+            outcomes[side] = await list_into(collection, side, listed, policy, straight=straight)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(list_side, Side.APP, app)
             tg.start_soon(list_side, Side.EXTERNAL, external)
-        taking: AbstractAsyncContextManager[Take | None] = batch() if batch is not None else nullcontext(None)
-        async with taking as take:
-            work = await diff(
-                listed, outcomes[Side.APP], outcomes[Side.EXTERNAL], policy=policy, listed_since=listed_since, take=take
-            )
+        work = await diff(
+            listed, outcomes[Side.APP], outcomes[Side.EXTERNAL], policy=policy, listed_since=listed_since, take=take
+        )
+        work.extend(decided)
     links = await store.link_count(name)
     blocked: tuple[Key, ...] = ()
     guarded = not allow_deletes and policy.delete_guard.blocks(len(work.deletions), links)

@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 import pytest
 
 from connectors.base import RecordId
@@ -17,7 +18,7 @@ from reconcilers.binding import Binding
 from reconcilers.model import FieldMap, LinkState, Policy, Side
 from reconcilers.observe import Key, ResyncWork
 from reconcilers.resync import Take, observe
-from reconcilers.state import StateStore, open_state
+from reconcilers.state import NewLink, StateStore, open_state
 from reconcilers.workqueue import WorkQueue
 from tests.support.daemon import AppDb
 from tests.support.servers import inject, request_counts, sample_app, seed
@@ -92,6 +93,54 @@ async def test_an_import_pairs_and_creates_by_the_page_without_per_record_reques
         after = await request_counts(url)
         assert after.get("POST tasks", 0) - before.get("POST tasks", 0) == 1  # "app only", pushed
         assert after.get("GET tasks", 0) - before.get("GET tasks", 0) == 4  # the listing: 3 pages and the empty one
+
+
+async def test_an_import_into_an_empty_side_creates_while_the_listing_goes_on(tmp_path: Path):
+    async with _world(tmp_path) as (binding, store, url, app_db):
+        await seed(url, "tasks", [{"title": f"ext {i}"} for i in range(1200)])
+        # The app's empty listing ends while the second page is on its way; the third lingers.
+        await inject(url, status=0, delay=0.5, methods=["GET"], query="_page=2")
+        await inject(url, status=0, delay=3.0, methods=["GET"], query="_page=3")
+        gets_at_first_rows: int | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_resync, binding, store, WorkQueue())
+            with anyio.fail_after(30):
+                while len(app_db.rows()) < 500:
+                    await anyio.sleep(0.02)
+            gets_at_first_rows = (await request_counts(url)).get("GET tasks", 0)
+
+        # A page was created before the listing asked for its end (the empty 4th page).
+        assert gets_at_first_rows is not None and gets_at_first_rows < 4
+        assert (await request_counts(url)).get("GET tasks", 0) == 4
+        assert sorted(app_db.titles()) == sorted(f"ext {i}" for i in range(1200))
+        assert await store.counts("tasks") == {"synced": 1200}
+
+
+async def test_a_record_a_workers_create_made_during_the_listing_is_left_to_the_reconcile(tmp_path: Path):
+    async with _world(tmp_path) as (binding, store, url, app_db):
+        await seed(url, "tasks", [{"title": f"ext {i}"} for i in range(600)])
+        await inject(url, status=0, delay=0.5, methods=["GET"], query="_page=2")
+        taken: set[Key] = set()
+
+        async def resync() -> None:
+            taken.update(await _resync(binding, store, WorkQueue()))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(resync)
+            with anyio.fail_after(30):
+                while (await request_counts(url)).get("GET tasks", 0) < 2:
+                    await anyio.sleep(0.01)
+            # While the second page is on its way, a worker pushes app record 99: its write
+            # intent is stored, and the record it made is listed on that page.
+            intent = NewLink(
+                RecordId("99"), None, LinkState.PENDING, intent_side=Side.EXTERNAL, intent_values={"title": "made"}
+            )
+            await store.insert_links_many("tasks", [intent], now=time.time())
+            [made] = await seed(url, "tasks", [{"title": "made"}])
+
+        assert "made" not in app_db.titles()  # not created back into the app
+        assert len(app_db.titles()) == 600 and len(taken) == 600
+        assert (Side.EXTERNAL, RecordId(str(made["id"]))) not in taken  # the reconcile's to settle
 
 
 async def test_a_refused_create_is_parked_alone_and_an_unknown_outcome_left_to_the_reconcile(tmp_path: Path):
