@@ -8,6 +8,7 @@ the one that was refused.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import anyio
@@ -19,7 +20,7 @@ class RateLimiter:
         rate: float | None,
         *,
         burst: int = 1,
-        clock: Callable[[], float] = anyio.current_time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if rate is not None and rate <= 0:
             raise ValueError("rate must be positive")
@@ -40,6 +41,8 @@ class RateLimiter:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     async def acquire(self) -> None:
+        if self._rate is None and self._clock() >= self._paused_until:
+            return  # nothing to wait for: no lock (it costs as much as a small request)
         async with self._lock:
             while True:
                 now = self._clock()
