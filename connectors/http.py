@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -175,23 +176,36 @@ class HttpClient:
         if idempotent is None:
             idempotent = method.upper() != "POST"
         retryable = _worth_retrying if idempotent else _refused
+        send = partial(
+            self._once, method, url, params=params, json=json, headers=headers, allow_not_found=allow_not_found
+        )
+        # The first attempt goes without the retry machinery: setting it up costs more
+        # than the rest of a request's own work, and most requests need no second try.
+        try:
+            return await send()
+        except ConnectorError as exc:
+            if not (self.settings.retries and retryable(exc)):
+                raise
+            await anyio.sleep(self._delay(exc, attempt=1))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.retries + 1),
-            wait=self._wait,
+            stop=stop_after_attempt(self.settings.retries),
+            wait=self._tenacity_wait,
             retry=retry_if_exception(retryable),
             sleep=anyio.sleep,
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                return await self._once(
-                    method, url, params=params, json=json, headers=headers, allow_not_found=allow_not_found
-                )
+                return await send()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        backoff = min(self.settings.backoff_cap, self.settings.backoff_base * 2.0 ** (state.attempt_number - 1))
+    def _tenacity_wait(self, state: RetryCallState) -> float:
+        # Its attempts are the second and later: the first went before it.
+        return self._delay(state.outcome.exception() if state.outcome else None, state.attempt_number + 1)
+
+    def _delay(self, exc: BaseException | None, attempt: int) -> float:
+        """The wait after failed attempt number `attempt` (from 1)."""
+        backoff = min(self.settings.backoff_cap, self.settings.backoff_base * 2.0 ** (attempt - 1))
         if isinstance(exc, TransientError) and exc.retry_after is not None:
             return max(backoff, exc.retry_after)
         return backoff
