@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.daemon import SECRET, AppDb, Daemon, eventually
+from tests.support.daemon import SECRET, AppDb, Daemon, bindings_toml, eventually
 from tests.support.servers import inject, seed
 
 pytestmark = pytest.mark.anyio
@@ -314,3 +314,25 @@ async def test_huge_and_unicode_values_cross_intact(daemon: Daemon, external: st
 
     await eventually(both_crossed, timeout=60, what="multi-megabyte values on both sides")
     assert daemon.stop() == 0
+
+
+async def test_a_failed_resync_is_tried_again_within_seconds_not_an_interval_later(
+    tmp_path, external: str, app_db: AppDb
+):
+    (tmp_path / "tandem.toml").write_text(bindings_toml(external))
+    await seed(external, "tasks", [{"title": "waiting outside", "completed": False}])
+    # More refusals than one listing's attempts (a first and 3 retries): the first resync
+    # ends incomplete, and the next one, with the rest used up, completes.
+    await inject(external, status=503, count=7, methods=["GET"], path_prefix="/tasks")
+    daemon = Daemon(tmp_path, env={"TANDEM_RESYNC_INTERVAL": "3600"})
+    try:
+        await daemon.start()
+
+        async def incomplete_then_complete() -> bool:
+            results = [line["result"] for line in daemon.log_lines() if line.get("event") == "resync.done"]
+            return results[:1] == ["incomplete"] and "complete" in results
+
+        # The retry comes 5 s later (jittered); the interval would be an hour.
+        await eventually(incomplete_then_complete, timeout=30, what="an incomplete resync, then a complete one")
+    finally:
+        daemon.kill()
