@@ -107,8 +107,8 @@ def simple_decisions(
         elif seen.twin is None and [w.op for w in decided.writes] == [Op.CREATE]:
             payload = dict(decided.writes[0].values)
             # Every field written: the payload is the view, and its encoding the digest.
-            whole = seen.digest is not None and len(payload) == len(values)
-            encoded = seen.digest if whole and seen.digest is not None else fingerprint(payload)
+            digest = seen.digest if len(payload) == len(values) else None
+            encoded = digest if digest is not None else fingerprint(payload)
             creations.append(Creation(seen.record, side, payload, encoded))
     return pairings, creations
 
