@@ -94,6 +94,12 @@ def _to_link(row: Sequence[Any]) -> Link:
     )
 
 
+# The rows a batch just inserted, found by their rowids alone: the unary `+` keeps SQLite
+# from choosing the (binding, state) index instead, which would scan every link of the
+# binding for each batch and make an import of N records cost N² / batch.
+INSERTED_SINCE = "SELECT row, app_id, external_id FROM links WHERE row > ? AND +binding = ? AND +updated_at = ?"
+
+
 def _json(values: dict[str, Canon] | str | None) -> str | None:
     """Values as stored; a batch passes them already encoded (once for intent and base)."""
     if isinstance(values, str):
@@ -236,8 +242,7 @@ class StateStore:
                 found = await cursor.fetchone()
             before = int(found[0]) if found else 0
             await self._db.executemany(sql, params)
-            query = "SELECT row, app_id, external_id FROM links WHERE row > ? AND binding = ? AND updated_at = ?"
-            async with self._db.execute(query, (before, binding, now)) as cursor:
+            async with self._db.execute(INSERTED_SINCE, (before, binding, now)) as cursor:
                 inserted = {(app_id, external_id): row async for row, app_id, external_id in cursor}
         return [inserted.get((link.app_id, link.external_id)) for link in links]
 

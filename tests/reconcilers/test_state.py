@@ -113,3 +113,24 @@ async def test_a_batch_settles_only_intents_it_still_can(tmp_path):
         for row in rows[1:]:
             left = await store.link_by_row(row)
             assert left is not None and left.state is LinkState.PENDING and left.app_id is None
+
+
+async def test_a_batch_insert_costs_the_same_however_many_links_there_are(tmp_path):
+    """A batch's rows are read back by rowid: an index on the binding would have every
+    batch walk every link, and an import cost the square of its size."""
+    async with open_state(tmp_path / "state.db") as store:
+        existing = [NewLink(RecordId(f"a{i}"), RecordId(f"e{i}"), LinkState.SYNCED, base={}) for i in range(20_000)]
+        await store.insert_links_many("b", existing, now=1.0)
+        steps = 0
+
+        def count() -> int:
+            nonlocal steps
+            steps += 1
+            return 0  # go on
+
+        await store._db.set_progress_handler(count, 100)  # every 100 virtual machine steps
+        batch = [NewLink(RecordId(f"new{i}"), RecordId(f"x{i}"), LinkState.SYNCED, base={}) for i in range(10)]
+        rows = await store.insert_links_many("b", batch, now=2.0)
+
+        assert all(row is not None for row in rows)
+        assert steps * 100 < 20_000  # fewer steps than there are links: none of them was walked
