@@ -172,6 +172,24 @@ class Tandem:
                 return at - self.started_wall
         return float("nan")
 
+    def run_until_linked(self, n: int) -> dict[str, Any]:
+        """Start, wait until `n` links are synced, stop: the time, with and without the
+        start-up, and the peak RSS."""
+        self.start()
+        try:
+            seconds = self.wait_for(lambda: links(self.workdir) >= n)
+            rss = self.peak_rss_mb()
+            startup = self.startup_seconds()
+        finally:
+            self.stop()
+        return {
+            "seconds": seconds,
+            "records_per_s": n / seconds,
+            "startup_seconds": startup,
+            "records_per_s_after_startup": n / (seconds - startup),
+            "peak_rss_mb": rss,
+        }
+
     def peak_rss_mb(self) -> float:
         assert self.process is not None
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -245,24 +263,10 @@ def tandem_import(url: str, n: int) -> dict[str, Any]:
         workdir = Path(tmp)
         app_db(workdir / "app.db", [])
         before = api_requests(url)
-        tandem = Tandem(workdir, url)
-        tandem.start()
-        try:
-            seconds = tandem.wait_for(lambda: links(workdir) >= n)
-            rss = tandem.peak_rss_mb()
-            startup = tandem.startup_seconds()
-        finally:
-            tandem.stop()
+        result = Tandem(workdir, url).run_until_linked(n)
         with sqlite3.connect(workdir / "app.db") as db:
             assert db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == n
-    return {
-        "seconds": seconds,
-        "records_per_s": n / seconds,
-        "startup_seconds": startup,
-        "records_per_s_after_startup": n / (seconds - startup),
-        "api_calls": calls(before, api_requests(url)),
-        "peak_rss_mb": rss,
-    }
+    return {**result, "api_calls": calls(before, api_requests(url))}
 
 
 BULK = 'bulk_create = { path = "/records/_bulk", size = 500 }'
@@ -275,22 +279,8 @@ def tandem_push(url: str, n: int, concurrency: int, *, bulk: bool = False) -> di
         app_db(workdir / "app.db", records("app", n))
         before = api_requests(url)
         tandem = Tandem(workdir, url, workers=concurrency, external_extra=BULK if bulk else "")
-        tandem.start()
-        try:
-            seconds = tandem.wait_for(lambda: links(workdir) >= n)
-            rss = tandem.peak_rss_mb()
-            startup = tandem.startup_seconds()
-        finally:
-            tandem.stop()
-    after = api_requests(url)
-    return {
-        "seconds": seconds,
-        "records_per_s": n / seconds,
-        "startup_seconds": startup,
-        "records_per_s_after_startup": n / (seconds - startup),
-        "api_calls": calls(before, after),
-        "peak_rss_mb": rss,
-    }
+        result = tandem.run_until_linked(n)
+    return {**result, "api_calls": calls(before, api_requests(url))}
 
 
 def tandem_pairing_and_steady(url: str, n: int) -> dict[str, Any]:

@@ -145,24 +145,26 @@ async def observe(
     taking: AbstractAsyncContextManager[Take | None] = batch() if batch is not None else nullcontext(None)
     async with store.listed(name) as listed, taking as take:
         decided = ResyncWork()
-        unlinked_only = take is not None and await store.link_count(name) == 0
 
         async def straight(side: Side, records: Sequence[Record]) -> bool:
             other = outcomes.get(side.other)
-            if take is None or not unlinked_only or other is None or not other.complete or other.count:
+            if take is None or other is None or not other.complete or other.count:
                 return False
             page = ResyncWork()
-            complete = {side: False, side.other: True}
             for record in records:
                 row = UnlinkedRow(record, None, 0, 0, digest(record, side, policy))
+                # Only the other side's listing counts for a record here, and it completed.
                 classify_unlinked_row(
-                    row, side, app_complete=complete[Side.APP], external_complete=complete[Side.EXTERNAL], work=page
+                    row, side, app_complete=side is Side.EXTERNAL, external_complete=side is Side.APP, work=page
                 )  # fmt: skip
             decided.extend(page, without=await take(page))
             return True
 
+        unlinked_only = take is not None and await store.link_count(name) == 0
+
         async def list_side(side: Side, collection: Collection) -> None:
-            outcomes[side] = await list_into(collection, side, listed, policy, straight=straight)
+            offer = straight if unlinked_only else None
+            outcomes[side] = await list_into(collection, side, listed, policy, straight=offer)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(list_side, Side.APP, app)
