@@ -31,10 +31,10 @@ from reconcilers.canonical import Canon, fingerprint
 from reconcilers.intents import INTENT_WINDOW, could_have_made
 from reconcilers.mapping import MappingError, native, view
 from reconcilers.model import Link, LinkState, Op, Policy, Side
-from reconcilers.observe import Key, ResyncWork
-from reconcilers.plan import LinkChange, Write, plan
+from reconcilers.observe import Key, Observation, ResyncWork
+from reconcilers.plan import LinkChange, Write, create_payload, plan
 from reconcilers.reconcile import parked_fingerprint
-from reconcilers.resync import Take
+from reconcilers.resync import BatchPath
 from reconcilers.state import Agreement, NewLink, StateStore
 from reconcilers.workqueue import WorkQueue
 
@@ -113,6 +113,35 @@ def simple_decisions(
     return pairings, creations
 
 
+def listed_creations(
+    records: Sequence[Record], side: Side, policy: Policy, *, in_flight: Sequence[Link] = (), now: float = 0.0
+) -> tuple[list[Creation], ResyncWork]:
+    """The creates of a listed page of records no link holds, from `side`, where the
+    other side listed empty. Each record's whole plan is then a create of its writable
+    values (`create_payload`), decided from its view without classifying it or building
+    the plan. A record that does not map, may not be created, or could be one of our
+    creates in flight is left to the reconcile: it is in the work returned."""
+    creations: list[Creation] = []
+    rest = ResyncWork()
+    target = side.other
+    for record in records:
+        key = (side, record.id)
+        try:
+            values = view(record, side, policy)
+        except MappingError:
+            rest.add(key, (key, Observation(record, None, True)))  # parked by the reconcile, with the error
+            continue
+        encoded = fingerprint(values)
+        payload = create_payload(values, on=target, policy=policy)
+        if payload is None or (in_flight and _may_be_in_flight(record, side, in_flight, policy, now)):
+            rest.add(key, (key, Observation(record, None, True, encoded)))
+            continue
+        if len(payload) != len(values):
+            encoded = fingerprint(payload)  # else every field is written: the view's encoding is the payload's
+        creations.append(Creation(record, side, payload, encoded))
+    return creations, rest
+
+
 def _may_be_in_flight(record: Record, side: Side, in_flight: Sequence[Link], policy: Policy, now: float) -> bool:
     for intent in in_flight:
         if intent.intent_side is not side:
@@ -149,10 +178,11 @@ class BatchApplier:
         return self.binding.policy
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[Take]:
+    async def session(self) -> AsyncIterator[BatchPath]:
         """A resync's batch path: `take` decides a part of the work (the pure
         `simple_decisions`), hands it to the lanes and returns the keys they took over;
-        leaving the block waits for the lanes to finish.
+        `take_listed` does the same for a listed page bound for an empty side
+        (`listed_creations`); leaving the block waits for the lanes to finish.
 
         Two lanes, so one page's rows go into the app while another's links are written;
         a hand-over waits for a free lane, so a resync holds a few pages, never a collection. A key
@@ -163,7 +193,10 @@ class BatchApplier:
         self._own = set()
 
         async def take(work: ResyncWork) -> set[Key]:
-            in_flight = await self._in_flight(work)
+            sides = {side for side, _ in work.keys}
+            if any(seen.twin is not None for seen in work.observations.values()):
+                sides.add(Side.EXTERNAL)  # a pairing's twin
+            in_flight = await self._in_flight(sides)
             pairings, creations = simple_decisions(work, self.policy, in_flight=in_flight, now=self._clock())
             if not pairings and not creations:
                 return set()
@@ -173,26 +206,30 @@ class BatchApplier:
             taken = {(Side.APP, p.app.id) for p in pairings} | {(Side.EXTERNAL, p.external.id) for p in pairings}
             return taken | {(c.side, c.source.id) for c in creations}
 
+        async def take_listed(side: Side, records: Sequence[Record]) -> ResyncWork:
+            in_flight = await self._in_flight({side})
+            creations, rest = listed_creations(records, side, self.policy, in_flight=in_flight, now=self._clock())
+            if creations:
+                totals["creates"] += len(creations)
+                await send.send(_Part([], creations))
+            return rest
+
         try:
             async with anyio.create_task_group() as tg:
                 for _ in range(LANES):
                     tg.start_soon(self._lane, receive.clone())
                 receive.close()
                 async with send:
-                    yield take
+                    yield BatchPath(take, take_listed)
         except BaseExceptionGroup as group:
             raise _sole(group) from None
         if any(totals.values()):
             log.info("resync.batched", binding=self.binding.name, **totals)
 
-    async def _in_flight(self, work: ResyncWork) -> list[Link]:
-        """The creates others have in flight into the sides of `work`'s records, read
-        as each part is taken: a page may be listed while a worker creates. Our own
-        intents are left out (one stored but not yet noted only sends a record to the
-        reconcile)."""
-        sides = {side for side, _ in work.keys}
-        if any(seen.twin is not None for seen in work.observations.values()):
-            sides.add(Side.EXTERNAL)  # a pairing's twin
+    async def _in_flight(self, sides: set[Side]) -> list[Link]:
+        """The creates others have in flight into `sides`, read as each part is taken: a
+        page may be listed while a worker creates. Our own intents are left out (one
+        stored but not yet noted only sends a record to the reconcile)."""
         in_flight: list[Link] = []
         for side in sides:
             pending = await self.store.pending(self.binding.name, side=side)

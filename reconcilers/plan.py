@@ -98,10 +98,19 @@ def plan(
     return merge(app=app, external=external, base=base if linked else None, policy=policy)
 
 
-def _create(values: Values, *, on: Side, policy: Policy) -> Plan:
+def create_payload(values: Values, *, on: Side, policy: Policy) -> dict[str, Canon] | None:
+    """What creating a record with no twin and no link writes to `on`: its writable
+    values; None where `creates` does not allow creating there. The whole plan of such a
+    record, which a batch import decides without building the plan."""
     if not policy.creates.allows(on):
+        return None
+    return writable(values, on, policy)
+
+
+def _create(values: Values, *, on: Side, policy: Policy) -> Plan:
+    payload = create_payload(values, on=on, policy=policy)
+    if payload is None:
         return Plan(reason=f"creates-to-{on.value}-disabled")
-    payload = writable(values, on, policy)
     return Plan(
         writes=(Write(on, Op.CREATE, payload),),
         base=payload,

@@ -30,10 +30,8 @@ from reconcilers.model import Policy, Side
 from reconcilers.observe import (
     Key,
     ResyncWork,
-    UnlinkedRow,
     classify_link,
     classify_unlinked_row,
-    digest,
     digest_and_match,
 )
 from reconcilers.state import StateStore
@@ -45,7 +43,18 @@ UNLINKED_PAGE = 500
 Take = Callable[[ResyncWork], Awaitable[set[Key]]]
 """Carries out what it can of a part of the work; returns the keys it took."""
 
-Batch = Callable[[], AbstractAsyncContextManager[Take]]
+TakeListed = Callable[[Side, Sequence[Record]], Awaitable[ResyncWork]]
+"""Creates on the other side, which listed empty, a listed page's records that no link
+holds; returns the work it left for the reconcile."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPath:
+    take: Take
+    take_listed: TakeListed
+
+
+Batch = Callable[[], AbstractAsyncContextManager[BatchPath]]
 """Opens a batch path for one resync; leaving it waits for what it took to be done."""
 
 
@@ -142,25 +151,18 @@ async def observe(
     batch path as it arrives, while the listing goes on."""
     outcomes: dict[Side, ListingOutcome] = {}
     listed_since = time.time()
-    taking: AbstractAsyncContextManager[Take | None] = batch() if batch is not None else nullcontext(None)
-    async with store.listed(name) as listed, taking as take:
+    taking: AbstractAsyncContextManager[BatchPath | None] = batch() if batch is not None else nullcontext(None)
+    async with store.listed(name) as listed, taking as path:
         decided = ResyncWork()
 
         async def straight(side: Side, records: Sequence[Record]) -> bool:
             other = outcomes.get(side.other)
-            if take is None or other is None or not other.complete or other.count:
+            if path is None or other is None or not other.complete or other.count:
                 return False
-            page = ResyncWork()
-            for record in records:
-                row = UnlinkedRow(record, None, 0, 0, digest(record, side, policy))
-                # Only the other side's listing counts for a record here, and it completed.
-                classify_unlinked_row(
-                    row, side, app_complete=side is Side.EXTERNAL, external_complete=side is Side.APP, work=page
-                )  # fmt: skip
-            decided.extend(page, without=await take(page))
+            decided.extend(await path.take_listed(side, records))
             return True
 
-        unlinked_only = take is not None and await store.link_count(name) == 0
+        unlinked_only = path is not None and await store.link_count(name) == 0
 
         async def list_side(side: Side, collection: Collection) -> None:
             offer = straight if unlinked_only else None
@@ -169,6 +171,7 @@ async def observe(
         async with anyio.create_task_group() as tg:
             tg.start_soon(list_side, Side.APP, app)
             tg.start_soon(list_side, Side.EXTERNAL, external)
+        take = path.take if path is not None else None
         work = await diff(
             listed, outcomes[Side.APP], outcomes[Side.EXTERNAL], policy=policy, listed_since=listed_since, take=take
         )

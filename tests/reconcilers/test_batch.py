@@ -1,14 +1,14 @@
 """The resync's batch path against the sample app on loopback, a real app table and real state."""
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 
-from connectors.base import RecordId
+from connectors.base import Record, RecordId
 from connectors.http import HttpSettings
 from connectors.pagination import Pagination, PaginationType
 from connectors.rest import BulkCreate, RestCollectionSpec, RestConnection
@@ -17,7 +17,7 @@ from reconcilers.batch import BatchApplier
 from reconcilers.binding import Binding
 from reconcilers.model import FieldMap, LinkState, Policy, Side
 from reconcilers.observe import Key, ResyncWork
-from reconcilers.resync import Take, observe
+from reconcilers.resync import BatchPath, observe
 from reconcilers.state import NewLink, StateStore, open_state
 from reconcilers.workqueue import WorkQueue
 from tests.support.daemon import AppDb
@@ -60,15 +60,20 @@ async def _resync(binding: Binding, store: StateStore, queue: WorkQueue[Key], *,
     taken: set[Key] = set()
 
     @asynccontextmanager
-    async def recording() -> AsyncIterator[Take]:
-        async with applier.session() as take:
+    async def recording() -> AsyncIterator[BatchPath]:
+        async with applier.session() as path:
 
             async def taking(work: ResyncWork) -> set[Key]:
-                keys = await take(work)
+                keys = await path.take(work)
                 taken.update(keys)
                 return keys
 
-            yield taking
+            async def taking_listed(side: Side, records: Sequence[Record]) -> ResyncWork:
+                left = await path.take_listed(side, records)
+                taken.update({(side, record.id) for record in records} - set(left.keys))
+                return left
+
+            yield BatchPath(taking, taking_listed)
 
     observed = await observe(
         name="tasks", app=binding.app, external=binding.external, store=store, policy=POLICY,
