@@ -8,13 +8,12 @@ nested objects (`fields.Name`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from connectors.base import JSONValue, Record
-from reconcilers.canonical import Canon, CoercionError, canonical
+from reconcilers.canonical import COERCIONS, Canon, CoercionError, canonical_json
 from reconcilers.model import FieldMap, Policy, Side, Values
 
 
@@ -33,7 +32,8 @@ class MappingError(ValueError):
 def read_path(fields: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = fields
     for part in path:
-        if not isinstance(value, Mapping):
+        # Nearly always a dict: asking that first spares the ABC's slower check.
+        if not isinstance(value, dict) and not isinstance(value, Mapping):
             return None
         value = value.get(part)
     return value
@@ -42,19 +42,27 @@ def read_path(fields: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 def view(record: Record, side: Side, policy: Policy) -> dict[str, Canon]:
     """The canonical mapped values of a record from `side`."""
     result: dict[str, Canon] = {}
+    fields = record.fields
+    app = side is Side.APP
     for item in policy.fields:
-        raw = record.fields.get(item.name) if side is Side.APP else read_path(record.fields, item.external_path)
+        path = item.external_path
+        if app:
+            raw = fields.get(item.name)
+        else:
+            raw = fields.get(path[0]) if len(path) == 1 else read_path(fields, path)
+        if raw is None:
+            result[item.name] = None
+            continue
         try:
-            result[item.name] = canonical(raw, item.type)
+            result[item.name] = COERCIONS[item.type](raw)
         except CoercionError as exc:
-            name = item.name if side is Side.APP else item.external
-            raise MappingError(side, name, str(exc)) from exc
+            raise MappingError(side, item.name if app else item.external, str(exc)) from exc
     return result
 
 
 def writable(values: Values, to: Side, policy: Policy) -> dict[str, Canon]:
     """Only the values whose field direction allows writing them to `to`."""
-    return {item.name: values[item.name] for item in policy.fields if item.name in values and item.direction.allows(to)}
+    return {name: values[name] for name in policy.writable_to(to) if name in values}
 
 
 def native(values: Values, to: Side, policy: Policy) -> dict[str, JSONValue]:
@@ -82,7 +90,7 @@ def match_key(values: Values, policy: Policy) -> str | None:
     if not picked or None in picked or "" in picked:
         return None
     # A list in `policy.match` order, the same for both sides: cheaper than a sorted dict.
-    return json.dumps(picked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_json(picked)
 
 
 def matching(candidates: Iterable[Record], want: Values, side: Side, policy: Policy) -> list[Record]:

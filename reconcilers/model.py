@@ -71,10 +71,11 @@ class FieldMap:
     external: str
     type: FieldType = FieldType.AUTO
     direction: Direction = Direction.BOTH
+    external_path: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """`external` split at its dots, once: every record read goes through it."""
 
-    @property
-    def external_path(self) -> tuple[str, ...]:
-        return tuple(self.external.split("."))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "external_path", tuple(self.external.split(".")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,16 @@ class Policy:
     creates: Flow = Flow.BOTH
     deletes: Flow = Flow.BOTH
     delete_guard: DeleteGuard = field(default_factory=DeleteGuard)
+    _writable: dict[Side, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Asked for every record written: worked out once.
+        writable = {side: tuple(f.name for f in self.fields if f.direction.allows(side)) for side in Side}
+        object.__setattr__(self, "_writable", writable)
+
+    def writable_to(self, side: Side) -> tuple[str, ...]:
+        """The fields whose direction allows writing them to `side`, in declared order."""
+        return self._writable[side]
 
     def field(self, name: str) -> FieldMap:
         for item in self.fields:
