@@ -68,8 +68,13 @@ def translate(exc: sqlite3.Error, label: str) -> ConnectorError:
     return PermanentError(f"{label}: {text}")
 
 
+_STORED_AS_IS = frozenset({str, int, float, type(None)})
+
+
 def encode(value: JSONValue) -> Any:
     """A canonical value as SQLite stores it: booleans as 0/1, objects as JSON text."""
+    if type(value) in _STORED_AS_IS:  # most values, and the cheapest test (bool is not int here)
+        return value
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, dict | list):

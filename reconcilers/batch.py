@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 import anyio
 import structlog
@@ -32,7 +32,7 @@ from reconcilers.intents import INTENT_WINDOW, could_have_made
 from reconcilers.mapping import MappingError, native, view
 from reconcilers.model import Link, LinkState, Op, Policy, Side
 from reconcilers.observe import Key, Observation, ResyncWork
-from reconcilers.plan import LinkChange, Write, create_payload, plan
+from reconcilers.plan import LinkChange, create_payload, plan
 from reconcilers.reconcile import parked_fingerprint
 from reconcilers.resync import BatchPath
 from reconcilers.state import Agreement, NewLink, StateStore
@@ -64,8 +64,9 @@ def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group.exceptions[0] if len(group.exceptions) == 1 else group
 
 
-@dataclass(frozen=True, slots=True)
-class Creation:
+class Creation(NamedTuple):
+    """A create the batch carries out (a tuple: one is made per record imported)."""
+
     source: Record
     side: Side
     """The side the source is on; the create goes to the other."""
@@ -163,14 +164,14 @@ class BatchApplier:
         *,
         workers: int,
         clock: Callable[[], float],
-        on_write: Callable[[Write], None],
+        on_writes: Callable[[Side, Op, int], None],
     ) -> None:
         self.binding = binding
         self.store = store
         self.queue = queue
         self.workers = max(1, workers)
         self._clock = clock
-        self._on_write = on_write
+        self._on_writes = on_writes  # (side, op, how many) made
         self._own: set[int] = set()  # the rows of this session's write intents
 
     @property
@@ -285,10 +286,8 @@ class BatchApplier:
                 self.queue.done((creation.side, creation.source.id))
 
     async def _create_on(self, target: Side, batch: Sequence[Creation]) -> None:
-        collection = self.binding.side(target)
-        chosen = [
-            RecordId(uuid.uuid4().hex) if collection.capabilities.chosen_ids else None for _ in batch
-        ]  # fmt: skip
+        chooses = self.binding.side(target).capabilities.chosen_ids
+        chosen = [RecordId(uuid.uuid4().hex) if chooses else None for _ in batch]
         encoded = [c.encoded for c in batch]
         intents = [
             NewLink(
@@ -331,7 +330,6 @@ class BatchApplier:
             key = (creation.side, creation.source.id)
             if isinstance(result, Record):
                 agreements.append(Agreement(row, result.id, values))
-                self._on_write(Write(target, Op.CREATE, creation.values))
             elif isinstance(result, PermanentError):
                 # Parked as the reconcile parks: retried once the record changes.
                 source_app = creation.source if creation.side is Side.APP else None
@@ -344,6 +342,7 @@ class BatchApplier:
                 )  # fmt: skip
             else:
                 self.queue.add(key)  # outcome unknown: the reconcile settles the intent
+        self._on_writes(target, Op.CREATE, len(agreements))
         unsettled = set(await self.store.settle_many(agreements, created_on=target, now=now)) if agreements else set()
         for creation, row, _ in todo:
             if row in unsettled:

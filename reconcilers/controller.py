@@ -79,7 +79,7 @@ class Controller:
         self._reported: set[Key] = set()  # keys a feed or webhook reported and not yet reconciled
         self.reconciler = Reconciler(binding, store, on_write=self._count_write, reported=self._reported.__contains__)
         self._batch = BatchApplier(
-            binding, store, self.queue, workers=timing.workers, clock=time.time, on_write=self._count_write
+            binding, store, self.queue, workers=timing.workers, clock=time.time, on_writes=self._count_writes
         )
         self.started = False
         self._resync_wake = anyio.Event()
@@ -244,11 +244,14 @@ class Controller:
             self.metrics.reconcile_errors.labels(self.name).inc()
 
     def _count_write(self, write: Write) -> None:
-        counter = self._write_counters.get((write.side, write.op))
+        self._count_writes(write.side, write.op, 1)
+
+    def _count_writes(self, side: Side, op: Op, count: int) -> None:
+        counter = self._write_counters.get((side, op))
         if counter is None:  # a child's lookup by labels costs more than its increment
-            counter = self.metrics.writes.labels(self.name, write.side.value, write.op.value)
-            self._write_counters[(write.side, write.op)] = counter
-        counter.inc()
+            counter = self.metrics.writes.labels(self.name, side.value, op.value)
+            self._write_counters[(side, op)] = counter
+        counter.inc(count)
 
     # --- sources -----------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 import anyio
@@ -46,9 +46,9 @@ class OutboxEntry:
     attempts: int
 
 
-@dataclass(frozen=True, slots=True)
-class NewLink:
-    """A link to insert in a batch: a pairing, or the write intent of a create."""
+class NewLink(NamedTuple):
+    """A link to insert in a batch: a pairing, or the write intent of a create. (Tuples,
+    this and `Agreement`: a batch import makes one of each per record.)"""
 
     app_id: RecordId | None
     external_id: RecordId | None
@@ -60,8 +60,7 @@ class NewLink:
     intent_id: RecordId | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Agreement:
+class Agreement(NamedTuple):
     """A settled create in a batch: the id the create gave its record, and the base both
     sides agree on (the source's id is on the intent already)."""
 

@@ -56,7 +56,9 @@ async def _world(
 async def _resync(binding: Binding, store: StateStore, queue: WorkQueue[Key], *, workers: int = 4) -> set[Key]:
     """The keys the batch path took over from the resync (those it then could not carry
     out are on `queue`)."""
-    applier = BatchApplier(binding, store, queue, workers=workers, clock=time.time, on_write=lambda write: None)
+    applier = BatchApplier(
+        binding, store, queue, workers=workers, clock=time.time, on_writes=lambda side, op, count: None
+    )
     taken: set[Key] = set()
 
     @asynccontextmanager
