@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ import aiosqlite
 import anyio
 
 from connectors.base import RecordId
-from reconcilers.canonical import Canon, fingerprint
+from reconcilers.canonical import Canon, canonical_json, fingerprint
 from reconcilers.listed import ListedRecords
 from reconcilers.migrations import SCHEMA_VERSION, StateError, migrate
 from reconcilers.model import Link, LinkDigest, LinkState, Side
@@ -93,10 +93,35 @@ def _to_link(row: Sequence[Any]) -> Link:
     )
 
 
-# The rows a batch just inserted, found by their rowids alone: the unary `+` keeps SQLite
-# from choosing the (binding, state) index instead, which would scan every link of the
-# binding for each batch and make an import of N records cost N² / batch.
-INSERTED_SINCE = "SELECT row, app_id, external_id FROM links WHERE row > ? AND +binding = ? AND +updated_at = ?"
+# A batch is one statement over a JSON array of its rows: one round trip to the
+# connection's thread, and atomic without a transaction of its own. Statement by
+# statement, each batch held the connection for several round trips, and those waited
+# on the event loop while other batches queued behind them.
+_INSERT_MANY = (
+    "INSERT OR IGNORE INTO links (binding, app_id, external_id, state, base, error, failed_fingerprint,"
+    " intent_side, intent_values, synced_at, updated_at, intent_id)"
+    " SELECT :binding, value->>0, value->>1, value->>2, value->>3, NULL, NULL, value->>4, value->>5,"
+    " CASE WHEN value->>2 = 'synced' THEN :now END, :now, value->>6 FROM json_each(:rows)"
+    " RETURNING row, app_id, external_id"
+)
+
+
+def _batchable(*ids: str | None) -> bool:
+    """Can these ids travel in a batch's JSON? SQLite reads a JSON string only up to a NUL
+    character; an id holding one goes the one-link way instead (the reconcile's)."""
+    return not any(text is not None and "\x00" in text for text in ids)
+
+
+def _settle_many_sql(column: str, source: str) -> str:
+    return (
+        f"UPDATE OR IGNORE links SET {column} = batch.value->>1, state = 'synced', base = batch.value->>2,"
+        " error = NULL, failed_fingerprint = NULL, intent_side = NULL, intent_values = NULL, intent_id = NULL,"
+        " synced_at = :now, updated_at = :now FROM json_each(:rows) AS batch"
+        f" WHERE links.row = batch.value->>0 AND links.state = 'pending' AND links.{source} IS NOT NULL"
+    )
+
+
+_STILL_PENDING = "SELECT row FROM links WHERE state = 'pending' AND row IN (SELECT value FROM json_each(:rows))"
 
 
 def _json(values: dict[str, Canon] | str | None) -> str | None:
@@ -221,49 +246,35 @@ class StateStore:
         return row
 
     async def insert_links_many(self, binding: str, links: Sequence[NewLink], *, now: float) -> list[int | None]:
-        """Insert links in one transaction; each gets its row, or None where one of its ids
-        was linked already (that link is left as it was)."""
-        sql = (
-            "INSERT OR IGNORE INTO links (binding, app_id, external_id, state, base, error, failed_fingerprint,"
-            " intent_side, intent_values, synced_at, updated_at, intent_id)"
-            " VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?)"
-        )
-        params = [
+        """Insert links in one statement; each gets its row, or None where one of its ids
+        was linked already (that link is left as it was) or cannot go in a batch."""
+        rows = [
             (
-                binding, link.app_id, link.external_id, link.state.value, _json(link.base),
-                link.intent_side.value if link.intent_side else None, _json(link.intent_values),
-                now if link.state is LinkState.SYNCED else None, now, link.intent_id,
+                link.app_id, link.external_id, link.state.value, _json(link.base),
+                link.intent_side.value if link.intent_side else None, _json(link.intent_values), link.intent_id,
             )
             for link in links
+            if _batchable(link.app_id, link.external_id, link.intent_id)
         ]  # fmt: skip
-        async with self._transaction():
-            async with self._db.execute("SELECT COALESCE(MAX(row), 0) FROM links") as cursor:
-                found = await cursor.fetchone()
-            before = int(found[0]) if found else 0
-            await self._db.executemany(sql, params)
-            async with self._db.execute(INSERTED_SINCE, (before, binding, now)) as cursor:
-                inserted = {(app_id, external_id): row async for row, app_id, external_id in cursor}
+        params = {"binding": binding, "now": now, "rows": canonical_json(rows)}
+        inserted = {(app_id, external_id): row for row, app_id, external_id in await self._fetch(_INSERT_MANY, params)}
         return [inserted.get((link.app_id, link.external_id)) for link in links]
 
     async def settle_many(self, agreements: Sequence[Agreement], *, created_on: Side, now: float) -> list[int]:
-        """Settle the links of creates into `created_on` in one transaction; returns the
-        rows that could not be settled (they stay pending, for the reconcile): the new id
-        is linked elsewhere already, or the source's id was released meanwhile."""
+        """Settle the links of creates into `created_on`; returns the rows that could not
+        be settled (they stay pending, for the reconcile): the new id is linked elsewhere
+        already, or the source's id was released meanwhile."""
         # Only the created side's id is set: naming the other column too would rewrite
         # its index entry for the same value, which costs more than all else here.
         column, source = ("app_id", "external_id") if created_on is Side.APP else ("external_id", "app_id")
-        sql = (
-            f"UPDATE OR IGNORE links SET {column} = ?, state = 'synced', base = ?, error = NULL,"
-            " failed_fingerprint = NULL, intent_side = NULL, intent_values = NULL, intent_id = NULL,"
-            f" synced_at = ?, updated_at = ? WHERE row = ? AND state = 'pending' AND {source} IS NOT NULL"
-        )
-        params = [(a.created_id, _json(a.base), now, now, a.row) for a in agreements]
-        async with self._transaction():
-            await self._db.executemany(sql, params)
-            marks = ", ".join("?" for _ in agreements)
-            query = f"SELECT row FROM links WHERE state = 'pending' AND row IN ({marks})"
-            async with self._db.execute(query, [a.row for a in agreements]) as cursor:
-                return [row async for (row,) in cursor]
+        rows = canonical_json([(a.row, a.created_id, _json(a.base)) for a in agreements if _batchable(a.created_id)])
+        await self._db.execute(_settle_many_sql(column, source), {"now": now, "rows": rows})
+        return [
+            row for (row,) in await self._fetch(_STILL_PENDING, {"rows": canonical_json([a.row for a in agreements])})
+        ]
+
+    async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
+        return list(await self._db.execute_fetchall(sql, params))
 
     async def settle(
         self,

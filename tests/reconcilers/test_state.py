@@ -115,9 +115,31 @@ async def test_a_batch_settles_only_intents_it_still_can(tmp_path):
             assert left is not None and left.state is LinkState.PENDING and left.app_id is None
 
 
-async def test_a_batch_insert_costs_the_same_however_many_links_there_are(tmp_path):
-    """A batch's rows are read back by rowid: an index on the binding would have every
-    batch walk every link, and an import cost the square of its size."""
+async def test_an_id_holding_a_nul_character_is_left_out_of_a_batch_not_cut_short(tmp_path):
+    """A batch travels as JSON, which SQLite reads only up to a NUL: such an id is left
+    to the one-link way rather than stored cut short."""
+    async with open_state(tmp_path / "state.db") as store:
+        links = [
+            NewLink(RecordId("a\x00b"), RecordId("e1"), LinkState.SYNCED, base={}),
+            NewLink(RecordId("a2"), RecordId("e2"), LinkState.SYNCED, base={"t": "x\x00y"}),
+            NewLink(None, RecordId("e3"), LinkState.PENDING, intent_side=Side.APP, intent_values={"t": "3"}),
+        ]
+        nul, fine, intent = await store.insert_links_many("b", links, now=1.0)
+
+        assert nul is None and fine is not None and intent is not None
+        assert await store.link_for("b", Side.APP, RecordId("a")) is None  # nothing cut short
+        kept = await store.link_for("b", Side.APP, RecordId("a2"))
+        assert kept is not None and kept.base == {"t": "x\x00y"}  # a NUL inside a value's JSON is escaped
+        unsettled = await store.settle_many(
+            [Agreement(intent, RecordId("c\x00d"), {"t": "3"})], created_on=Side.APP, now=2.0
+        )
+        assert unsettled == [intent]  # still pending, for the reconcile
+        assert await store.link_for("b", Side.APP, RecordId("c")) is None
+
+
+async def test_a_batch_costs_the_same_however_many_links_there_are(tmp_path):
+    """A batch finds its rows by rowid: a plan that walked an index of the binding would
+    have every batch walk every link, and an import cost the square of its size."""
     async with open_state(tmp_path / "state.db") as store:
         existing = [NewLink(RecordId(f"a{i}"), RecordId(f"e{i}"), LinkState.SYNCED, base={}) for i in range(20_000)]
         await store.insert_links_many("b", existing, now=1.0)
@@ -129,8 +151,13 @@ async def test_a_batch_insert_costs_the_same_however_many_links_there_are(tmp_pa
             return 0  # go on
 
         await store._db.set_progress_handler(count, 100)  # every 100 virtual machine steps
-        batch = [NewLink(RecordId(f"new{i}"), RecordId(f"x{i}"), LinkState.SYNCED, base={}) for i in range(10)]
-        rows = await store.insert_links_many("b", batch, now=2.0)
+        intents = [
+            NewLink(None, RecordId(f"x{i}"), LinkState.PENDING, intent_side=Side.APP, intent_values={})
+            for i in range(10)
+        ]
+        rows = await store.insert_links_many("b", intents, now=2.0)
+        agreements = [Agreement(row, RecordId(f"new{i}"), {}) for i, row in enumerate(rows) if row is not None]
+        unsettled = await store.settle_many(agreements, created_on=Side.APP, now=3.0)
 
-        assert all(row is not None for row in rows)
+        assert len(agreements) == 10 and unsettled == []
         assert steps * 100 < 20_000  # fewer steps than there are links: none of them was walked
