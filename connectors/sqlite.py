@@ -88,7 +88,7 @@ class SqliteConnection:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._db: aiosqlite.Connection | None = None
-        self._bulk: aiosqlite.Connection | None = None
+        self._bulk: sqlite3.Connection | None = None
         self.bulk_lock = anyio.Lock()  # one batch transaction at a time on the bulk connection
 
     @property
@@ -114,22 +114,31 @@ class SqliteConnection:
 
     async def aclose(self) -> None:
         if self._bulk is not None:
-            await self._bulk.close()
+            async with self.bulk_lock:
+                await anyio.to_thread.run_sync(self._bulk.close)
             self._bulk = None
         if self._db is not None:
             await self._db.close()
             self._db = None
 
-    async def bulk_db(self) -> aiosqlite.Connection:
-        """A second connection for batch writes: their transaction holds no one else's statements."""
+    async def bulk_db(self) -> sqlite3.Connection:
+        """A second connection for batch writes: their transaction holds no one else's
+        statements. It is used from worker threads, under `bulk_lock`, a whole batch's
+        transaction in one call: statement by statement, each step waited its turn on
+        the event loop while the transaction held the table's write lock."""
         if self._bulk is None:
             self.db  # noqa: B018 - raises when the connection is not open
             try:
-                self._bulk = await aiosqlite.connect(f"file:{self.path}?mode=rw", uri=True, isolation_level=None)
-                await self._bulk.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                self._bulk = await anyio.to_thread.run_sync(self._connect_bulk)
             except sqlite3.Error as exc:
                 raise translate(exc, self._name) from exc
         return self._bulk
+
+    def _connect_bulk(self) -> sqlite3.Connection:
+        return sqlite3.connect(
+            f"file:{self.path}?mode=rw", uri=True, isolation_level=None, timeout=self.busy_timeout,
+            check_same_thread=False,  # one thread at a time, under `bulk_lock`
+        )  # fmt: skip
 
     async def check(self) -> None:
         try:
@@ -275,38 +284,9 @@ class SqliteTable:
             for row_values, new_id in zip(values, ids, strict=True):
                 row_values.append(new_id)
         db = await self._connection.bulk_db()
-        async with self._connection.bulk_lock:
-            return await self._insert_all(db, rows, columns, values, ids)
-
-    async def _insert_all(
-        self,
-        db: aiosqlite.Connection,
-        rows: Sequence[Mapping[str, JSONValue]],
-        columns: list[str],
-        values: list[list[Any]],
-        ids: list[str],
-    ) -> list[Record]:
-        names = ", ".join(quote(c) for c in columns)
-        marks = ", ".join("?" for _ in columns)
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                async with db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {self._table}") as cursor:
-                    found = await cursor.fetchone()
-                await db.executemany(f"INSERT INTO {self._table} ({names}) VALUES ({marks})", values)
-                if self._integer_id:
-                    sql = f"SELECT * FROM {self._table} WHERE rowid > ? ORDER BY rowid"
-                    params: Sequence[Any] = (found[0] if found else 0,)
-                else:
-                    sql = f"SELECT * FROM {self._table} WHERE {self._id} IN ({', '.join('?' for _ in ids)})"
-                    params = ids
-                async with db.execute(sql, params) as cursor:
-                    names_out = [column[0] for column in cursor.description or ()]
-                    created = [dict(zip(names_out, row, strict=True)) for row in await cursor.fetchall()]
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+            async with self._connection.bulk_lock:
+                created = await anyio.to_thread.run_sync(self._insert_all, db, columns, values, ids)
         except sqlite3.OperationalError as exc:
             if "rowid" in str(exc):  # a WITHOUT ROWID table: one at a time
                 return [await self.create(row) for row in rows]
@@ -319,6 +299,30 @@ class SqliteTable:
         if len(created) != len(rows):
             raise TransientError(f"{self.label}: {len(rows)} rows inserted, {len(created)} read back")
         return [Record(id=RecordId(str(fields[self.spec.id])), fields=fields) for fields in created]
+
+    def _insert_all(
+        self, db: sqlite3.Connection, columns: list[str], values: list[list[Any]], ids: list[str]
+    ) -> list[dict[str, Any]]:
+        """Insert the rows and read them back, in one transaction; run in a worker thread."""
+        names = ", ".join(quote(c) for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            found = db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {self._table}").fetchone()
+            db.executemany(f"INSERT INTO {self._table} ({names}) VALUES ({marks})", values)
+            if self._integer_id:
+                cursor = db.execute(f"SELECT * FROM {self._table} WHERE rowid > ? ORDER BY rowid", (found[0],))
+            else:
+                cursor = db.execute(
+                    f"SELECT * FROM {self._table} WHERE {self._id} IN ({', '.join('?' for _ in ids)})", ids
+                )
+            names_out = [column[0] for column in cursor.description or ()]
+            created = [dict(zip(names_out, row, strict=True)) for row in cursor.fetchall()]
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return created
 
     async def update(
         self, record_id: RecordId, fields: Mapping[str, JSONValue], *, current: Record | None
