@@ -40,7 +40,7 @@ from reconcilers.workqueue import WorkQueue
 
 log = structlog.get_logger(__name__)
 
-PAGE = 500
+PAGE = 1000  # records per transaction: a listed page's worth, so each page commits once
 LANES = 2
 
 
