@@ -12,7 +12,6 @@ from connectors.couchdb import CouchConnection, CouchDatabaseSpec
 from connectors.http import HttpSettings
 from connectors.kinto import KintoCollectionSpec, KintoConnection
 from connectors.pagination import Pagination, PaginationType
-from connectors.postgres import PostgresConnection, PostgresTableSpec
 from connectors.rest import BulkCreate, ChangedSince, RestCollectionSpec, RestConnection
 from connectors.sqlite import SqliteConnection, SqliteTableSpec
 from daemon.config import (
@@ -95,6 +94,8 @@ def make_connection(
     if isinstance(config, SqliteConnectionConfig):
         return SqliteConnection(name, config.path, busy_timeout=config.busy_timeout)
     if isinstance(config, PostgresConnectionConfig):
+        from connectors.postgres import PostgresConnection  # asyncpg costs start-up time and memory: only when used
+
         return PostgresConnection(name, config.dsn, pool_size=config.pool_size, timeout=config.timeout)
     headers = dict(config.headers)
     if isinstance(config, KintoConnectionConfig | CouchConnectionConfig) and config.auth is not None:
@@ -129,11 +130,13 @@ class Wired:
 
 def _app_table(connection: Connection, config: BindingConfig) -> AppTable:
     app, columns = config.app, tuple(config.field_configs())
-    if isinstance(connection, PostgresConnection):
-        schema = app.schema_ or "public"
-        return connection.collection(PostgresTableSpec(table=app.table, schema=schema, id=app.id, columns=columns))
-    assert isinstance(connection, SqliteConnection)
-    return connection.collection(SqliteTableSpec(table=app.table, id=app.id, columns=columns))
+    if isinstance(connection, SqliteConnection):
+        return connection.collection(SqliteTableSpec(table=app.table, id=app.id, columns=columns))
+    from connectors.postgres import PostgresConnection, PostgresTableSpec
+
+    assert isinstance(connection, PostgresConnection)
+    schema = app.schema_ or "public"
+    return connection.collection(PostgresTableSpec(table=app.table, schema=schema, id=app.id, columns=columns))
 
 
 def _external(connection: Connection, config: BindingConfig) -> Collection:
