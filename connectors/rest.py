@@ -108,6 +108,7 @@ class RestCollection:
         self._client = client
         self.spec = spec
         self._path = "/" + spec.path.strip("/")
+        self._flat_id = "." not in spec.id and spec.id != ""  # read for every record listed
 
     @property
     def label(self) -> str:
@@ -262,7 +263,7 @@ class RestCollection:
         if not isinstance(item, dict):
             log.warning("rest.record_skipped", collection=self.label, error="not an object")
             return None
-        raw_id = dig(item, self.spec.id)
+        raw_id = item.get(self.spec.id) if self._flat_id else dig(item, self.spec.id)
         if raw_id is None or isinstance(raw_id, dict | list) or raw_id == "":
             log.warning("rest.record_skipped", collection=self.label, error=f"no {self.spec.id!r}")
             return None
