@@ -68,16 +68,27 @@ soak: install
 
 # The benchmark suite (bench/RESULTS.md): tandem beside its ceilings and dlt, in one run.
 # Never part of `make test`. dlt lives in its own environment, like the test servers.
-bench: install $(BENCH_STAMP) $(DLT)
-	$(BIN)/python bench/suite.py --records 100000 --push-records 10000 --runs 3 --import-sizes 10000,1000000
+# tandem itself runs as users install it (`pip install .`, no dev extras: those add start-up
+# time and memory), reinstalled from the tree for every run.
+bench: install $(BENCH_STAMP) $(DLT) bench-tandem
+	$(BENCHED) $(BIN)/python bench/suite.py --records 100000 --push-records 10000 --runs 3 \
+		--import-sizes 10000,1000000
 	$(BIN)/python bench/diff.py --sizes 10000,100000,1000000 --in-memory
-	$(BIN)/python bench/latency.py --duration 30 --rate 50
+	$(BENCHED) $(BIN)/python bench/latency.py --duration 30 --rate 50
 
-bench-quick: install $(BENCH_STAMP) $(DLT)
-	$(BIN)/python bench/suite.py --records 10000 --push-records 1000 --runs 3 \
+bench-quick: install $(BENCH_STAMP) $(DLT) bench-tandem
+	$(BENCHED) $(BIN)/python bench/suite.py --records 10000 --push-records 1000 --runs 3 \
 		--out bench/out/results-quick.json
 	$(BIN)/python bench/diff.py --sizes 10000 --in-memory
-	$(BIN)/python bench/latency.py --duration 6 --rate 20
+	$(BENCHED) $(BIN)/python bench/latency.py --duration 6 --rate 20
+
+BENCH_TANDEM := $(TOOLS)/bench-tandem
+BENCHED := TANDEM_BENCH_BIN=$(BENCH_TANDEM)/bin/tandem
+
+.PHONY: bench-tandem
+bench-tandem:
+	test -x $(BENCH_TANDEM)/bin/python || $(PYTHON) -m venv $(BENCH_TANDEM)
+	$(BENCH_TANDEM)/bin/pip install --quiet .
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

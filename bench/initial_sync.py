@@ -30,7 +30,8 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-TANDEM = str(Path(sys.executable).parent / "tandem")
+# `make bench` names tandem as users install it; by default, the one beside this interpreter.
+TANDEM = os.environ.get("TANDEM_BENCH_BIN") or str(Path(sys.executable).parent / "tandem")
 
 CONNECTIONS = """
 [connections.app]
