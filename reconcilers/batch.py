@@ -35,7 +35,7 @@ from reconcilers.observe import Key, Observation, ResyncWork
 from reconcilers.plan import LinkChange, create_payload, plan
 from reconcilers.reconcile import parked_fingerprint
 from reconcilers.resync import BatchPath
-from reconcilers.state import Agreement, NewLink, StateStore
+from reconcilers.state import Agreement, Intent, NewLink, StateStore
 from reconcilers.workqueue import WorkQueue
 
 log = structlog.get_logger(__name__)
@@ -287,49 +287,30 @@ class BatchApplier:
 
     async def _create_on(self, target: Side, batch: Sequence[Creation]) -> None:
         chooses = self.binding.side(target).capabilities.chosen_ids
-        chosen = [RecordId(uuid.uuid4().hex) if chooses else None for _ in batch]
-        encoded = [c.encoded for c in batch]
-        intents = [
-            NewLink(
-                app_id=c.source.id if c.side is Side.APP else None,
-                external_id=c.source.id if c.side is Side.EXTERNAL else None,
-                state=LinkState.PENDING,
-                intent_side=target,
-                intent_values=values,
-                intent_id=new_id,
-            )
-            for c, new_id, values in zip(batch, chosen, encoded, strict=True)
-        ]
-        rows = await self.store.insert_links_many(self.binding.name, intents, now=self._clock())
+        intents = [Intent(c.source.id, c.encoded, RecordId(uuid.uuid4().hex) if chooses else None) for c in batch]
+        rows = await self.store.insert_intents_many(self.binding.name, intents, source=target.other, now=self._clock())
         own = {row for row in rows if row is not None}
         self._own |= own
         try:
-            await self._send_and_settle(target, batch, rows, chosen, encoded)
+            await self._send_and_settle(target, batch, rows, intents)
         finally:
             self._own -= own  # settled, parked, or unknown and left to the reconcile
 
     async def _send_and_settle(
-        self,
-        target: Side,
-        batch: Sequence[Creation],
-        rows: Sequence[int | None],
-        chosen: Sequence[RecordId | None],
-        encoded: Sequence[str],
+        self, target: Side, batch: Sequence[Creation], rows: Sequence[int | None], intents: Sequence[Intent]
     ) -> None:
-        todo = [(c, row, values) for c, row, values in zip(batch, rows, encoded, strict=True) if row is not None]
-        chosen_by_row = {row: new_id for row, new_id in zip(rows, chosen, strict=True) if row is not None}
+        todo = [(c, row, intent) for c, row, intent in zip(batch, rows, intents, strict=True) if row is not None]
         for creation, row in zip(batch, rows, strict=True):
             if row is None:
                 self.queue.add((creation.side, creation.source.id))  # linked meanwhile
         payloads = [native(c.values, target, self.policy) for c, _, _ in todo]
-        results = await self._send(target, payloads, [chosen_by_row[row] for _, row, _ in todo])
+        results = await self._send(target, payloads, [intent.chosen_id for _, _, intent in todo])
 
         agreements: list[Agreement] = []
         now = self._clock()
-        for (creation, row, values), result in zip(todo, results, strict=True):
-            key = (creation.side, creation.source.id)
+        for (creation, row, _), result in zip(todo, results, strict=True):
             if isinstance(result, Record):
-                agreements.append(Agreement(row, result.id, values))
+                agreements.append(Agreement(row, result.id))
             elif isinstance(result, PermanentError):
                 # Parked as the reconcile parks: retried once the record changes.
                 source_app = creation.source if creation.side is Side.APP else None
@@ -341,7 +322,7 @@ class BatchApplier:
                     side=creation.side.value, id=creation.source.id, error=str(result),
                 )  # fmt: skip
             else:
-                self.queue.add(key)  # outcome unknown: the reconcile settles the intent
+                self.queue.add((creation.side, creation.source.id))  # outcome unknown: the reconcile settles it
         self._on_writes(target, Op.CREATE, len(agreements))
         unsettled = set(await self.store.settle_many(agreements, created_on=target, now=now)) if agreements else set()
         for creation, row, _ in todo:

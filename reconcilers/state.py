@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +47,7 @@ class OutboxEntry:
 
 
 class NewLink(NamedTuple):
-    """A link to insert in a batch: a pairing, or the write intent of a create. (Tuples,
-    this and `Agreement`: a batch import makes one of each per record.)"""
+    """A link to insert in a batch: a pairing, or the write intent of a create."""
 
     app_id: RecordId | None
     external_id: RecordId | None
@@ -60,13 +59,22 @@ class NewLink(NamedTuple):
     intent_id: RecordId | None = None
 
 
+class Intent(NamedTuple):
+    """The write intent of a create in a batch, from a record of the source side."""
+
+    source_id: RecordId
+    values: str
+    """The values to create, as `fingerprint` encodes them: the base once created."""
+    chosen_id: RecordId | None = None
+    """The id chosen for the new record, where its side takes one."""
+
+
 class Agreement(NamedTuple):
-    """A settled create in a batch: the id the create gave its record, and the base both
-    sides agree on (the source's id is on the intent already)."""
+    """A create in a batch that was made: its intent's row and the id it gave its record.
+    (Tuples, this and `Intent`: a batch import makes one of each per record.)"""
 
     row: int
     created_id: RecordId
-    base: dict[str, Canon] | str
 
 
 _LINK_COLUMNS = (
@@ -106,15 +114,21 @@ _INSERT_MANY = (
 )
 
 
-def _batchable(*ids: str | None) -> bool:
-    """Can these ids travel in a batch's JSON? SQLite reads a JSON string only up to a NUL
-    character; an id holding one goes the one-link way instead (the reconcile's)."""
-    return not any(text is not None and "\x00" in text for text in ids)
+def _batch_json(rows: list[tuple[Any, ...]], ids: Callable[[tuple[Any, ...]], Iterable[str | None]]) -> str:
+    """A batch's rows as JSON for `json_each`. SQLite reads a JSON string only up to a NUL
+    character: a row whose id holds one is left out, to go the one-link way (the
+    reconcile's), rather than be stored cut short. A value's NUL is safe: values
+    travel as their encoding, where it is already escaped."""
+    text = canonical_json(rows)
+    if "\\u0000" not in text:  # nearly always: one scan of the text
+        return text
+    return canonical_json([row for row in rows if not any(i is not None and "\x00" in i for i in ids(row))])
 
 
 def _settle_many_sql(column: str, source: str) -> str:
+    # The base is the intent's values: what the create was asked to make, and made.
     return (
-        f"UPDATE OR IGNORE links SET {column} = batch.value->>1, state = 'synced', base = batch.value->>2,"
+        f"UPDATE OR IGNORE links SET {column} = batch.value->>1, state = 'synced', base = intent_values,"
         " error = NULL, failed_fingerprint = NULL, intent_side = NULL, intent_values = NULL, intent_id = NULL,"
         " synced_at = :now, updated_at = :now FROM json_each(:rows) AS batch"
         f" WHERE links.row = batch.value->>0 AND links.state = 'pending' AND links.{source} IS NOT NULL"
@@ -254,24 +268,43 @@ class StateStore:
                 link.intent_side.value if link.intent_side else None, _json(link.intent_values), link.intent_id,
             )
             for link in links
-            if _batchable(link.app_id, link.external_id, link.intent_id)
         ]  # fmt: skip
-        params = {"binding": binding, "now": now, "rows": canonical_json(rows)}
-        inserted = {(app_id, external_id): row for row, app_id, external_id in await self._fetch(_INSERT_MANY, params)}
+        inserted = await self._insert_rows(binding, rows, now=now)
         return [inserted.get((link.app_id, link.external_id)) for link in links]
 
+    async def insert_intents_many(
+        self, binding: str, intents: Sequence[Intent], *, source: Side, now: float
+    ) -> list[int | None]:
+        """Store the write intents of creates from `source` records into the other side,
+        in one statement; each gets its row, or None where its source is linked already
+        or cannot go in a batch."""
+        target = source.other.value
+        rows: list[tuple[Any, ...]]
+        if source is Side.APP:
+            rows = [(i.source_id, None, "pending", None, target, i.values, i.chosen_id) for i in intents]
+        else:
+            rows = [(None, i.source_id, "pending", None, target, i.values, i.chosen_id) for i in intents]
+        inserted = await self._insert_rows(binding, rows, now=now)
+        return [inserted.get(row[:2]) for row in rows]
+
+    async def _insert_rows(
+        self, binding: str, rows: list[tuple[Any, ...]], *, now: float
+    ) -> dict[tuple[str | None, str | None], int]:
+        text = _batch_json(rows, lambda row: (row[0], row[1], row[6]))
+        found = await self._fetch(_INSERT_MANY, {"binding": binding, "now": now, "rows": text})
+        return {(app_id, external_id): row for row, app_id, external_id in found}
+
     async def settle_many(self, agreements: Sequence[Agreement], *, created_on: Side, now: float) -> list[int]:
-        """Settle the links of creates into `created_on`; returns the rows that could not
-        be settled (they stay pending, for the reconcile): the new id is linked elsewhere
-        already, or the source's id was released meanwhile."""
+        """Settle the intents of creates into `created_on`, their values as the base;
+        returns the rows that could not be settled (they stay pending, for the reconcile):
+        the new id is linked elsewhere already, or the source's id was released meanwhile."""
         # Only the created side's id is set: naming the other column too would rewrite
         # its index entry for the same value, which costs more than all else here.
         column, source = ("app_id", "external_id") if created_on is Side.APP else ("external_id", "app_id")
-        rows = canonical_json([(a.row, a.created_id, _json(a.base)) for a in agreements if _batchable(a.created_id)])
+        rows = _batch_json([(a.row, a.created_id) for a in agreements], lambda row: (row[1],))
         await self._db.execute(_settle_many_sql(column, source), {"now": now, "rows": rows})
-        return [
-            row for (row,) in await self._fetch(_STILL_PENDING, {"rows": canonical_json([a.row for a in agreements])})
-        ]
+        pending = await self._fetch(_STILL_PENDING, {"rows": canonical_json([a.row for a in agreements])})
+        return [row for (row,) in pending]
 
     async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
         return list(await self._db.execute_fetchall(sql, params))

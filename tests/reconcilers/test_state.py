@@ -5,9 +5,10 @@ import sqlite3
 import pytest
 
 from connectors.base import RecordId
+from reconcilers.canonical import fingerprint
 from reconcilers.migrations import StateError
 from reconcilers.model import LinkState, Side
-from reconcilers.state import Agreement, LinkTaken, NewLink, open_state
+from reconcilers.state import Agreement, Intent, LinkTaken, NewLink, open_state
 
 pytestmark = pytest.mark.anyio
 
@@ -89,20 +90,19 @@ async def test_a_batch_settles_only_intents_it_still_can(tmp_path):
     """Settling sets the created id alone: the source's id stays as the intent holds it,
     and an intent whose created id is taken, or whose source was released, stays pending."""
     async with open_state(tmp_path / "state.db") as store:
-        intents = [
-            NewLink(None, RecordId(f"e{i}"), LinkState.PENDING, intent_side=Side.APP, intent_values={"t": str(i)})
-            for i in range(3)
-        ]
-        rows = [row for row in await store.insert_links_many("b", intents, now=1.0) if row is not None]
+        intents = [Intent(RecordId(f"e{i}"), fingerprint({"t": str(i)})) for i in range(3)]
+        rows = [row for row in await store.insert_intents_many("b", intents, source=Side.EXTERNAL, now=1.0) if row]
         assert len(rows) == 3
+        pending = await store.link_by_row(rows[0])
+        assert pending is not None and pending.intent_side is Side.APP and pending.intent_values == {"t": "0"}
         await store.insert_link(
             "b", app_id=RecordId("taken"), external_id=RecordId("other"), state=LinkState.SYNCED, now=1.0
         )
         await store.release(rows[2], side=Side.EXTERNAL, now=2.0)  # e2 now names another record
         agreements = [
-            Agreement(rows[0], RecordId("1"), {"t": "0"}),
-            Agreement(rows[1], RecordId("taken"), {"t": "1"}),
-            Agreement(rows[2], RecordId("3"), {"t": "2"}),
+            Agreement(rows[0], RecordId("1")),
+            Agreement(rows[1], RecordId("taken")),
+            Agreement(rows[2], RecordId("3")),
         ]
         unsettled = await store.settle_many(agreements, created_on=Side.APP, now=3.0)
 
@@ -130,9 +130,7 @@ async def test_an_id_holding_a_nul_character_is_left_out_of_a_batch_not_cut_shor
         assert await store.link_for("b", Side.APP, RecordId("a")) is None  # nothing cut short
         kept = await store.link_for("b", Side.APP, RecordId("a2"))
         assert kept is not None and kept.base == {"t": "x\x00y"}  # a NUL inside a value's JSON is escaped
-        unsettled = await store.settle_many(
-            [Agreement(intent, RecordId("c\x00d"), {"t": "3"})], created_on=Side.APP, now=2.0
-        )
+        unsettled = await store.settle_many([Agreement(intent, RecordId("c\x00d"))], created_on=Side.APP, now=2.0)
         assert unsettled == [intent]  # still pending, for the reconcile
         assert await store.link_for("b", Side.APP, RecordId("c")) is None
 
@@ -156,7 +154,7 @@ async def test_a_batch_costs_the_same_however_many_links_there_are(tmp_path):
             for i in range(10)
         ]
         rows = await store.insert_links_many("b", intents, now=2.0)
-        agreements = [Agreement(row, RecordId(f"new{i}"), {}) for i, row in enumerate(rows) if row is not None]
+        agreements = [Agreement(row, RecordId(f"new{i}")) for i, row in enumerate(rows) if row is not None]
         unsettled = await store.settle_many(agreements, created_on=Side.APP, now=3.0)
 
         assert len(agreements) == 10 and unsettled == []
