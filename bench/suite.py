@@ -178,7 +178,7 @@ class Tandem:
         start-up, and the peak RSS."""
         self.start()
         try:
-            seconds = self.wait_for(lambda: links(self.workdir) >= n)
+            seconds = self.wait_for(lambda: linked(self.workdir, n))
             rss = self.peak_rss_mb()
             startup = self.startup_seconds()
         finally:
@@ -234,6 +234,21 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def linked(workdir: Path, n: int) -> bool:
+    """Are `n` links synced? Counting them costs 6 ms of CPU at 100,000, twenty times a
+    second on the machine tandem runs on: the highest row is asked first (rows are
+    numbered as links and intents are stored), and the count only once it reaches `n`."""
+    state = workdir / "state.db"
+    if not state.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1) as db:
+            highest = db.execute("SELECT COALESCE(MAX(row), 0) FROM links").fetchone()[0]
+    except sqlite3.Error:
+        return False
+    return int(highest) >= n and links(workdir) >= n
 
 
 def links(workdir: Path) -> int:
@@ -294,7 +309,7 @@ def tandem_pairing_and_steady(url: str, n: int) -> dict[str, Any]:
         tandem = Tandem(workdir, url)
         tandem.start()
         try:
-            seconds = tandem.wait_for(lambda: links(workdir) >= n and tandem.settled())
+            seconds = tandem.wait_for(lambda: linked(workdir, n) and tandem.settled())
             rss = tandem.peak_rss_mb()
             pair_writes = tandem.metric("tandem_writes_total{")
         finally:
