@@ -54,9 +54,11 @@ class SqliteTableSpec:
     """The mapped columns; each must exist in the table."""
 
 
-def translate(exc: sqlite3.Error, label: str) -> ConnectorError:
+def translate(exc: sqlite3.Error | OverflowError, label: str) -> ConnectorError:
     """An sqlite3 error as the connector error that says what to do about it."""
     text = str(exc)
+    if isinstance(exc, OverflowError):  # a parameter sqlite3 cannot bind: this record's alone
+        return PermanentError(f"{label}: an integer beyond SQLite's 64 bits: {text}")
     if isinstance(exc, sqlite3.OperationalError):
         if "locked" in text or "busy" in text:
             return TransientError(f"{label}: database is busy: {text}")
@@ -80,6 +82,24 @@ def encode(value: JSONValue) -> Any:
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True, ensure_ascii=False)
     return value
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def _json_rows(values: list[list[Any]]) -> str | None:
+    """Encoded rows as a JSON array for `json_each`, or None where JSON would not carry
+    every value as SQLite stores it from a parameter: an integer beyond 64 bits (read as
+    a float), a NUL in a text (read only up to it), a float that is not finite."""
+    for row in values:
+        for value in row:
+            if type(value) is int and value not in _INT64:
+                return None
+    try:
+        text = json.dumps(values, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        return None
+    return None if "\\u0000" in text else text
 
 
 class SqliteConnection:
@@ -267,7 +287,8 @@ class SqliteTable:
         return records[0]
 
     async def create_many(self, rows: Sequence[Mapping[str, JSONValue]]) -> list[Record]:
-        """Create all rows in one transaction (all or none), in order.
+        """Create all rows in one transaction (all or none), in order. The records hold
+        the fields as written and the new id: a batch reads back nothing else.
 
         One commit instead of one per row is what makes an initial import fast: on a
         rollback-journal database every commit is a sync to disk."""
@@ -277,7 +298,7 @@ class SqliteTable:
         if any(list(row) != columns for row in rows) or self.spec.id in columns:
             return [await self.create(row) for row in rows]  # not one shape: one at a time
         values = [[encode(row[c]) for c in columns] for row in rows]
-        ids: list[str] = []
+        ids: list[Any] = []
         if not self._integer_id:
             ids = [uuid.uuid4().hex for _ in rows]  # a text key: tandem chooses it
             columns.append(self.spec.id)
@@ -286,43 +307,50 @@ class SqliteTable:
         db = await self._connection.bulk_db()
         try:
             async with self._connection.bulk_lock:
-                created = await anyio.to_thread.run_sync(self._insert_all, db, columns, values, ids)
+                made = await anyio.to_thread.run_sync(self._insert_all, db, columns, values)
         except sqlite3.OperationalError as exc:
             if "rowid" in str(exc):  # a WITHOUT ROWID table: one at a time
                 return [await self.create(row) for row in rows]
             raise translate(exc, self.label) from exc
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:
             raise translate(exc, self.label) from exc
-        if not self._integer_id:
-            by_id = {str(fields[self.spec.id]): fields for fields in created}
-            created = [by_id[new_id] for new_id in ids]
-        if len(created) != len(rows):
-            raise TransientError(f"{self.label}: {len(rows)} rows inserted, {len(created)} read back")
-        return [Record(id=RecordId(str(fields[self.spec.id])), fields=fields) for fields in created]
+        ids = made if self._integer_id else ids
+        if len(ids) != len(rows):
+            raise TransientError(f"{self.label}: {len(rows)} rows inserted, {len(ids)} read back")
+        key = self.spec.id
+        return [
+            Record(id=RecordId(str(new_id)), fields={**row, key: new_id}) for row, new_id in zip(rows, ids, strict=True)
+        ]
 
-    def _insert_all(
-        self, db: sqlite3.Connection, columns: list[str], values: list[list[Any]], ids: list[str]
-    ) -> list[dict[str, Any]]:
-        """Insert the rows and read them back, in one transaction; run in a worker thread."""
+    def _insert_all(self, db: sqlite3.Connection, columns: list[str], values: list[list[Any]]) -> list[Any]:
+        """Insert the rows in one transaction, in a worker thread; returns the ids the
+        table gave them, in order (none where tandem chose them).
+
+        A worker thread gives up the GIL around every SQLite call and must wait for it
+        back, up to 5 ms while the event loop is busy: row by row, a page of 1,000 could
+        take seconds. So the rows go in as one statement over a JSON array where JSON
+        carries every value as a parameter would, and the ids come back as one JSON row."""
         names = ", ".join(quote(c) for c in columns)
-        marks = ", ".join("?" for _ in columns)
         db.execute("BEGIN IMMEDIATE")
         try:
-            found = db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {self._table}").fetchone()
-            db.executemany(f"INSERT INTO {self._table} ({names}) VALUES ({marks})", values)
-            if self._integer_id:
-                cursor = db.execute(f"SELECT * FROM {self._table} WHERE rowid > ? ORDER BY rowid", (found[0],))
+            (found,) = db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {self._table}").fetchone()
+            as_json = _json_rows(values)
+            if as_json is None:
+                marks = ", ".join("?" for _ in columns)
+                db.executemany(f"INSERT INTO {self._table} ({names}) VALUES ({marks})", values)
             else:
-                cursor = db.execute(
-                    f"SELECT * FROM {self._table} WHERE {self._id} IN ({', '.join('?' for _ in ids)})", ids
-                )
-            names_out = [column[0] for column in cursor.description or ()]
-            created = [dict(zip(names_out, row, strict=True)) for row in cursor.fetchall()]
+                picks = ", ".join(f"value->>{index}" for index in range(len(columns)))
+                db.execute(f"INSERT INTO {self._table} ({names}) SELECT {picks} FROM json_each(?)", (as_json,))
+            made: list[Any] = []
+            if self._integer_id:
+                sql = f"SELECT json_group_array(json_array(rowid, {self._id})) FROM {self._table} WHERE rowid > ?"
+                (text,) = db.execute(sql, (found,)).fetchone()
+                made = [new_id for _, new_id in sorted(json.loads(text))]
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return created
+        return made
 
     async def update(
         self, record_id: RecordId, fields: Mapping[str, JSONValue], *, current: Record | None
@@ -356,7 +384,7 @@ class SqliteTable:
             async with self._connection.db.execute(sql, params) as cursor:
                 names = [column[0] for column in cursor.description or ()]
                 rows = await cursor.fetchall()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:
             raise translate(exc, self.label) from exc
         records = []
         last: Any = None
@@ -370,13 +398,13 @@ class SqliteTable:
         try:
             async with self._connection.db.execute(sql, params) as cursor:
                 return list(await cursor.fetchall())
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:
             raise translate(exc, self.label) from exc
 
     async def _execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         try:
             await self._connection.db.execute(sql, params)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:
             raise translate(exc, self.label) from exc
 
     async def _script(self, statements: Sequence[str]) -> None:
@@ -390,5 +418,5 @@ class SqliteTable:
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:
             raise translate(exc, self.label) from exc

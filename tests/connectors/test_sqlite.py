@@ -2,6 +2,7 @@
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,51 @@ async def test_crud_with_integer_ids_and_encoded_values(app_db):
             await tasks.update(created.id, {"title": "x"}, current=None)
     finally:
         await connection.aclose()
+
+
+VALUES: list[dict[str, Any]] = [
+    {"title": "plain", "done": True, "meta": None},
+    {"title": 'ünïcode ✓ "quoted" \\ back', "done": False, "meta": {"b": [1, 2.5], "a": None}},
+    {"title": "nul \x00 inside", "done": 7, "meta": "text"},
+    {"title": "float", "done": 0.1 + 0.2, "meta": 5e-324},
+    {"title": "big", "done": 2**63 - 1, "meta": -(2**63)},
+]
+
+
+@pytest.mark.parametrize(
+    "rows", [VALUES, [row for row in VALUES if "\x00" not in row["title"]]], ids=["one-nul", "json"]
+)
+async def test_a_batch_stores_every_value_as_one_create_at_a_time_does(app_db, rows):
+    """A batch goes in as JSON where JSON carries every value as a parameter would (here,
+    all but the NUL): what lands in the table is the same either way, type for type."""
+    connection, tasks = await _open(app_db, columns=("title", "done", "meta"))
+    try:
+        singles = [await tasks.create(row) for row in rows]
+        batch = await tasks.create_many(rows)
+    finally:
+        await connection.aclose()
+
+    assert [record.fields["title"] for record in batch] == [row["title"] for row in rows]  # in order
+    with sqlite3.connect(app_db) as db:
+        stored = {
+            row[0]: row[1:] for row in db.execute("SELECT id, title, typeof(done), done, typeof(meta), meta FROM tasks")
+        }
+    for single, made in zip(singles, batch, strict=True):
+        assert stored[int(made.id)] == stored[int(single.id)]
+        assert made.fields["id"] == int(made.id)
+
+
+async def test_an_integer_beyond_64_bits_is_refused_as_that_record_alone(app_db):
+    connection, tasks = await _open(app_db)
+    try:
+        with pytest.raises(PermanentError, match="64 bits"):
+            await tasks.create({"title": "huge", "done": 2**64})
+        with pytest.raises(PermanentError, match="64 bits"):  # the batch path tries one at a time
+            await tasks.create_many([{"title": "fine", "done": 1}, {"title": "huge", "done": 2**64}])
+    finally:
+        await connection.aclose()
+    with sqlite3.connect(app_db) as db:
+        assert db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 0  # all or none
 
 
 async def test_constraint_violation_is_permanent(app_db):
