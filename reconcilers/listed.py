@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import pickle
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from contextlib import AbstractAsyncContextManager
 
 import aiosqlite
@@ -140,13 +140,16 @@ class ListedRecords:
         column = "app_id" if side is Side.APP else "external_id"
         return f"NOT EXISTS (SELECT 1 FROM links l WHERE l.binding = ? AND l.{column} = {alias}.id)"
 
-    async def _count_matches(self) -> None:
+    async def _count_matches(self, *, both_sides: bool) -> None:
         """How many unlinked records of each side share each match key: only the keys both
-        sides hold, the only ones that can pair or be ambiguous."""
+        sides hold, the only ones that can pair or be ambiguous (none, unless both sides
+        have unlinked records)."""
         app, external = self._tables[Side.APP], self._tables[Side.EXTERNAL]
         await self._db.execute(
             f"CREATE TABLE {self._matches} (match TEXT PRIMARY KEY, apps INTEGER NOT NULL, externals INTEGER NOT NULL)"
         )
+        if not both_sides:
+            return
         sql = (
             f"INSERT INTO {self._matches} SELECT match, SUM(app), SUM(external) FROM ("
             f" SELECT t.match, 1 AS app, 0 AS external FROM {app} t"
@@ -163,17 +166,20 @@ class ListedRecords:
                 name = external.removeprefix("temp.")
                 await self._db.execute(f"CREATE INDEX temp.{name}_match ON {name} (match)")
 
-    async def unlinked(self, *, page_size: int) -> AsyncIterator[tuple[Side, list[UnlinkedRow]]]:
+    async def unlinked(
+        self, *, page_size: int, sides: Collection[Side] = tuple(Side)
+    ) -> AsyncIterator[tuple[Side, list[UnlinkedRow]]]:
         """The listed records no link holds, app side first, a page at a time in listing
         order. Each page is its own query, so the caller may write links between pages:
-        the match counts are taken once, before the first page."""
-        await self._count_matches()
+        the match counts are taken once, before the first page. Only `sides` are looked
+        through: the caller knows a side whose every listed record a link holds."""
+        await self._count_matches(both_sides=all(side in sides for side in Side))
         external = self._tables[Side.EXTERNAL]
         twin = (
             f"(SELECT e.record FROM {external} e WHERE m.apps = 1 AND m.externals = 1 AND e.match = t.match"
             f" AND {self._unlinked(Side.EXTERNAL, 'e')} LIMIT 1)"
         )
-        for side in Side:
+        for side in (side for side in Side if side in sides):
             after = 0
             sql = (
                 f"SELECT t.rowid, t.record, COALESCE(m.apps, 0), COALESCE(m.externals, 0),"

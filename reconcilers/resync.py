@@ -104,9 +104,15 @@ async def diff(
     counted, the rest and the unlinked records are decided in Python. The work `take`
     takes of each page of unlinked records is left out of what is returned."""
     work = ResyncWork(unchanged=await listed.unchanged(listed_since))
+    held = dict.fromkeys(Side, work.unchanged)  # listed records a link holds, by side
     async for row in listed.other_links(listed_since):
+        held[Side.APP] += row.app is not None
+        held[Side.EXTERNAL] += row.external is not None
         classify_link(row, app_complete=app.complete, external_complete=external.complete, policy=policy, work=work)
-    async for side, rows in listed.unlinked(page_size=UNLINKED_PAGE):
+    # A side whose every listed record a link holds has none unlinked: a quiet resync
+    # skips the two passes over its listing that would look for them.
+    sides = [side for side in Side if await listed.count(side) > held[side]]
+    async for side, rows in listed.unlinked(page_size=UNLINKED_PAGE, sides=sides):
         page = ResyncWork()
         for unlinked in rows:
             classify_unlinked_row(
