@@ -233,8 +233,7 @@ class BatchApplier:
         stored but not yet noted only sends a record to the reconcile)."""
         in_flight: list[Link] = []
         for side in sides:
-            pending = await self.store.pending(self.binding.name, side=side)
-            in_flight.extend(intent for intent in pending if intent.row not in self._own)
+            in_flight.extend(await self.store.pending(self.binding.name, side=side, excluding=self._own))
         return in_flight
 
     async def _lane(self, parts: MemoryObjectReceiveStream[_Part]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,7 +306,7 @@ class StateStore:
         pending = await self._fetch(_STILL_PENDING, {"rows": canonical_json([a.row for a in agreements])})
         return [row for (row,) in pending]
 
-    async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
+    async def _fetch(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> list[Any]:
         return list(await self._db.execute_fetchall(sql, params))
 
     async def settle(
@@ -366,15 +366,20 @@ class StateStore:
     async def drop(self, row: int) -> None:
         await self._db.execute("DELETE FROM links WHERE row = ?", (row,))
 
-    async def pending(self, binding: str, *, side: Side | None = None) -> list[Link]:
-        """Write intents not yet settled (creates into `side`, or all)."""
+    async def pending(
+        self, binding: str, *, side: Side | None = None, excluding: Collection[int] = ()
+    ) -> list[Link]:
+        """Write intents not yet settled (creates into `side`, or all), but for the rows
+        in `excluding` (a batch's own, read past in SQL rather than decoded)."""
         sql = f"SELECT {_LINK_COLUMNS} FROM links WHERE binding = ? AND state = 'pending'"
-        params: tuple[str, ...] = (binding,)
+        params: list[str] = [binding]
         if side is not None:
             sql += " AND intent_side = ?"
-            params = (binding, side.value)
-        async with self._db.execute(sql, params) as cursor:
-            return [_to_link(row) async for row in cursor]
+            params.append(side.value)
+        if excluding:
+            sql += " AND row NOT IN (SELECT value FROM json_each(?))"
+            params.append(canonical_json(list(excluding)))
+        return [_to_link(row) for row in await self._fetch(sql, params)]
 
     async def digests(self, binding: str) -> AsyncIterator[LinkDigest]:
         sql = f"SELECT {LinkDigest.COLUMNS} FROM links WHERE binding = ?"

@@ -86,6 +86,18 @@ async def test_release_keeps_the_other_side_as_a_tombstone_or_drops_an_empty_lin
         assert await store.link_for("b", Side.APP, RecordId("9")) is None
 
 
+async def test_pending_intents_leave_out_the_rows_a_batch_names_as_its_own(tmp_path):
+    async with open_state(tmp_path / "state.db") as store:
+        intents = [Intent(RecordId(f"a{i}"), fingerprint({"t": str(i)})) for i in range(3)]
+        rows = await store.insert_intents_many("b", intents, source=Side.APP, now=1.0)
+        ours = {row for row in rows[:2] if row is not None}
+
+        others = await store.pending("b", side=Side.EXTERNAL, excluding=ours)
+        assert [link.app_id for link in others] == ["a2"]
+        assert len(await store.pending("b", side=Side.EXTERNAL)) == 3
+        assert await store.pending("b", side=Side.APP, excluding=ours) == []
+
+
 async def test_a_batch_settles_only_intents_it_still_can(tmp_path):
     """Settling sets the created id alone: the source's id stays as the intent holds it,
     and an intent whose created id is taken, or whose source was released, stays pending."""
