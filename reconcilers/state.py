@@ -104,25 +104,32 @@ def _to_link(row: Sequence[Any]) -> Link:
 # A batch is one statement over a JSON array of its rows: one round trip to the
 # connection's thread, and atomic without a transaction of its own. Statement by
 # statement, each batch held the connection for several round trips, and those waited
-# on the event loop while other batches queued behind them.
+# on the event loop while other batches queued behind them. Nor does it read its rows
+# back one by one (RETURNING): the thread gives up the GIL around every SQLite step and
+# can wait up to 5 ms to take it back while the event loop is busy. One statement
+# numbers its new rows one after another, in the array's order (`ORDER BY key`), so
+# where every row went in, their numbers follow from the last; else one read says.
 _INSERT_MANY = (
     "INSERT OR IGNORE INTO links (binding, app_id, external_id, state, base, error, failed_fingerprint,"
     " intent_side, intent_values, synced_at, updated_at, intent_id)"
     " SELECT :binding, value->>0, value->>1, value->>2, value->>3, NULL, NULL, value->>4, value->>5,"
-    " CASE WHEN value->>2 = 'synced' THEN :now END, :now, value->>6 FROM json_each(:rows)"
-    " RETURNING row, app_id, external_id"
+    " CASE WHEN value->>2 = 'synced' THEN :now END, :now, value->>6 FROM json_each(:rows) ORDER BY key"
 )
+_INSERTED = "SELECT json_group_array(json_array(row, app_id, external_id)) FROM links WHERE row BETWEEN ? AND ?"
 
 
-def _batch_json(rows: list[tuple[Any, ...]], ids: Callable[[tuple[Any, ...]], Iterable[str | None]]) -> str:
-    """A batch's rows as JSON for `json_each`. SQLite reads a JSON string only up to a NUL
-    character: a row whose id holds one is left out, to go the one-link way (the
+def _batch_json(
+    rows: list[tuple[Any, ...]], ids: Callable[[tuple[Any, ...]], Iterable[str | None]]
+) -> tuple[list[tuple[Any, ...]], str]:
+    """A batch's rows, and as JSON for `json_each`. SQLite reads a JSON string only up to
+    a NUL character: a row whose id holds one is left out, to go the one-link way (the
     reconcile's), rather than be stored cut short. A value's NUL is safe: values
     travel as their encoding, where it is already escaped."""
     text = canonical_json(rows)
     if "\\u0000" not in text:  # nearly always: one scan of the text
-        return text
-    return canonical_json([row for row in rows if not any(i is not None and "\x00" in i for i in ids(row))])
+        return rows, text
+    kept = [row for row in rows if not any(i is not None and "\x00" in i for i in ids(row))]
+    return kept, canonical_json(kept)
 
 
 def _settle_many_sql(column: str, source: str) -> str:
@@ -290,9 +297,17 @@ class StateStore:
     async def _insert_rows(
         self, binding: str, rows: list[tuple[Any, ...]], *, now: float
     ) -> dict[tuple[str | None, str | None], int]:
-        text = _batch_json(rows, lambda row: (row[0], row[1], row[6]))
-        found = await self._fetch(_INSERT_MANY, {"binding": binding, "now": now, "rows": text})
-        return {(app_id, external_id): row for row, app_id, external_id in found}
+        sent, text = _batch_json(rows, lambda row: (row[0], row[1], row[6]))
+        async with self._db.execute(_INSERT_MANY, {"binding": binding, "now": now, "rows": text}) as cursor:
+            count, last = cursor.rowcount, cursor.lastrowid
+        if count <= 0 or last is None:
+            return {}
+        first = last - count + 1
+        if count == len(sent):
+            return {(row[0], row[1]): first + index for index, row in enumerate(sent)}
+        # Some were left out (an id linked already): which went in, by their numbers.
+        [(found,)] = await self._fetch(_INSERTED, (first, last))
+        return {(app_id, external_id): row for row, app_id, external_id in json.loads(found)}
 
     async def settle_many(self, agreements: Sequence[Agreement], *, created_on: Side, now: float) -> list[int]:
         """Settle the intents of creates into `created_on`, their values as the base;
@@ -301,7 +316,7 @@ class StateStore:
         # Only the created side's id is set: naming the other column too would rewrite
         # its index entry for the same value, which costs more than all else here.
         column, source = ("app_id", "external_id") if created_on is Side.APP else ("external_id", "app_id")
-        rows = _batch_json([(a.row, a.created_id) for a in agreements], lambda row: (row[1],))
+        _, rows = _batch_json([(a.row, a.created_id) for a in agreements], lambda row: (row[1],))
         await self._db.execute(_settle_many_sql(column, source), {"now": now, "rows": rows})
         pending = await self._fetch(_STILL_PENDING, {"rows": canonical_json([a.row for a in agreements])})
         return [row for (row,) in pending]

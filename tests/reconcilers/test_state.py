@@ -98,6 +98,22 @@ async def test_pending_intents_leave_out_the_rows_a_batch_names_as_its_own(tmp_p
         assert await store.pending("b", side=Side.APP, excluding=ours) == []
 
 
+async def test_a_batch_answers_for_each_link_whether_it_went_in(tmp_path):
+    """Links whose id is linked already are left as they were: the rest get their rows."""
+    async with open_state(tmp_path / "state.db") as store:
+        await store.insert_link("b", app_id=RecordId("a1"), external_id=RecordId("x"), state=LinkState.SYNCED, now=1.0)
+        batch = [NewLink(RecordId(f"a{i}"), RecordId(f"e{i}"), LinkState.SYNCED, base={"t": str(i)}) for i in range(4)]
+        batch.append(NewLink(RecordId("a3"), RecordId("e9"), LinkState.SYNCED, base={}))  # a3 twice in one batch
+        rows = await store.insert_links_many("b", batch, now=2.0)
+
+        assert rows[1] is None and rows[4] is None
+        for link, row in zip(batch, rows, strict=True):
+            if row is not None:
+                stored = await store.link_by_row(row)
+                assert stored is not None and (stored.app_id, stored.external_id) == (link.app_id, link.external_id)
+        assert len({row for row in rows if row is not None}) == 3
+
+
 async def test_a_batch_settles_only_intents_it_still_can(tmp_path):
     """Settling sets the created id alone: the source's id stays as the intent holds it,
     and an intent whose created id is taken, or whose source was released, stays pending."""
