@@ -286,7 +286,9 @@ class BatchApplier:
 
     async def _create_on(self, target: Side, batch: Sequence[Creation]) -> None:
         chooses = self.binding.side(target).capabilities.chosen_ids
-        intents = [Intent(c.source.id, c.encoded, RecordId(uuid.uuid4().hex) if chooses else None) for c in batch]
+        intents: list[Intent] = [
+            (c.source.id, c.encoded, RecordId(uuid.uuid4().hex) if chooses else None) for c in batch
+        ]
         rows = await self.store.insert_intents_many(self.binding.name, intents, source=target.other, now=self._clock())
         own = {row for row in rows if row is not None}
         self._own |= own
@@ -303,13 +305,13 @@ class BatchApplier:
             if row is None:
                 self.queue.add((creation.side, creation.source.id))  # linked meanwhile
         payloads = [native(c.values, target, self.policy) for c, _, _ in todo]
-        results = await self._send(target, payloads, [intent.chosen_id for _, _, intent in todo])
+        results = await self._send(target, payloads, [chosen for _, _, (_, _, chosen) in todo])
 
         agreements: list[Agreement] = []
         now = self._clock()
         for (creation, row, _), result in zip(todo, results, strict=True):
             if isinstance(result, Record):
-                agreements.append(Agreement(row, result.id))
+                agreements.append((row, result.id))
             elif isinstance(result, PermanentError):
                 # Parked as the reconcile parks: retried once the record changes.
                 source_app = creation.source if creation.side is Side.APP else None

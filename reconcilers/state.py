@@ -59,22 +59,14 @@ class NewLink(NamedTuple):
     intent_id: RecordId | None = None
 
 
-class Intent(NamedTuple):
-    """The write intent of a create in a batch, from a record of the source side."""
+Intent = tuple[RecordId, str, RecordId | None]
+"""The write intent of a create in a batch: the source record's id, the values to create
+as `fingerprint` encodes them (the base once created), and the id chosen for the new
+record where its side takes one, else None. (Plain tuples, this and `Agreement`: a
+batch import makes one of each per record.)"""
 
-    source_id: RecordId
-    values: str
-    """The values to create, as `fingerprint` encodes them: the base once created."""
-    chosen_id: RecordId | None = None
-    """The id chosen for the new record, where its side takes one."""
-
-
-class Agreement(NamedTuple):
-    """A create in a batch that was made: its intent's row and the id it gave its record.
-    (Tuples, this and `Intent`: a batch import makes one of each per record.)"""
-
-    row: int
-    created_id: RecordId
+Agreement = tuple[int, RecordId]
+"""A create in a batch that was made: its intent's row and the id it gave its record."""
 
 
 _LINK_COLUMNS = (
@@ -288,9 +280,9 @@ class StateStore:
         target = source.other.value
         rows: list[tuple[Any, ...]]
         if source is Side.APP:
-            rows = [(i.source_id, None, "pending", None, target, i.values, i.chosen_id) for i in intents]
+            rows = [(source_id, None, "pending", None, target, values, chosen) for source_id, values, chosen in intents]
         else:
-            rows = [(None, i.source_id, "pending", None, target, i.values, i.chosen_id) for i in intents]
+            rows = [(None, source_id, "pending", None, target, values, chosen) for source_id, values, chosen in intents]
         inserted = await self._insert_rows(binding, rows, now=now)
         return [inserted.get(row[:2]) for row in rows]
 
@@ -316,9 +308,11 @@ class StateStore:
         # Only the created side's id is set: naming the other column too would rewrite
         # its index entry for the same value, which costs more than all else here.
         column, source = ("app_id", "external_id") if created_on is Side.APP else ("external_id", "app_id")
-        _, rows = _batch_json([(a.row, a.created_id) for a in agreements], lambda row: (row[1],))
-        await self._db.execute(_settle_many_sql(column, source), {"now": now, "rows": rows})
-        pending = await self._fetch(_STILL_PENDING, {"rows": canonical_json([a.row for a in agreements])})
+        _, rows = _batch_json(list(agreements), lambda agreement: (agreement[1],))
+        async with self._db.execute(_settle_many_sql(column, source), {"now": now, "rows": rows}) as cursor:
+            if cursor.rowcount == len(agreements):
+                return []  # every one settled: nothing to ask
+        pending = await self._fetch(_STILL_PENDING, {"rows": canonical_json([row for row, _ in agreements])})
         return [row for (row,) in pending]
 
     async def _fetch(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> list[Any]:
@@ -381,9 +375,7 @@ class StateStore:
     async def drop(self, row: int) -> None:
         await self._db.execute("DELETE FROM links WHERE row = ?", (row,))
 
-    async def pending(
-        self, binding: str, *, side: Side | None = None, excluding: Collection[int] = ()
-    ) -> list[Link]:
+    async def pending(self, binding: str, *, side: Side | None = None, excluding: Collection[int] = ()) -> list[Link]:
         """Write intents not yet settled (creates into `side`, or all), but for the rows
         in `excluding` (a batch's own, read past in SQL rather than decoded)."""
         sql = f"SELECT {_LINK_COLUMNS} FROM links WHERE binding = ? AND state = 'pending'"

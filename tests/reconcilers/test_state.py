@@ -88,7 +88,7 @@ async def test_release_keeps_the_other_side_as_a_tombstone_or_drops_an_empty_lin
 
 async def test_pending_intents_leave_out_the_rows_a_batch_names_as_its_own(tmp_path):
     async with open_state(tmp_path / "state.db") as store:
-        intents = [Intent(RecordId(f"a{i}"), fingerprint({"t": str(i)})) for i in range(3)]
+        intents: list[Intent] = [(RecordId(f"a{i}"), fingerprint({"t": str(i)}), None) for i in range(3)]
         rows = await store.insert_intents_many("b", intents, source=Side.APP, now=1.0)
         ours = {row for row in rows[:2] if row is not None}
 
@@ -118,7 +118,7 @@ async def test_a_batch_settles_only_intents_it_still_can(tmp_path):
     """Settling sets the created id alone: the source's id stays as the intent holds it,
     and an intent whose created id is taken, or whose source was released, stays pending."""
     async with open_state(tmp_path / "state.db") as store:
-        intents = [Intent(RecordId(f"e{i}"), fingerprint({"t": str(i)})) for i in range(3)]
+        intents: list[Intent] = [(RecordId(f"e{i}"), fingerprint({"t": str(i)}), None) for i in range(3)]
         rows = [row for row in await store.insert_intents_many("b", intents, source=Side.EXTERNAL, now=1.0) if row]
         assert len(rows) == 3
         pending = await store.link_by_row(rows[0])
@@ -127,11 +127,7 @@ async def test_a_batch_settles_only_intents_it_still_can(tmp_path):
             "b", app_id=RecordId("taken"), external_id=RecordId("other"), state=LinkState.SYNCED, now=1.0
         )
         await store.release(rows[2], side=Side.EXTERNAL, now=2.0)  # e2 now names another record
-        agreements = [
-            Agreement(rows[0], RecordId("1")),
-            Agreement(rows[1], RecordId("taken")),
-            Agreement(rows[2], RecordId("3")),
-        ]
+        agreements: list[Agreement] = [(rows[0], RecordId("1")), (rows[1], RecordId("taken")), (rows[2], RecordId("3"))]
         unsettled = await store.settle_many(agreements, created_on=Side.APP, now=3.0)
 
         assert sorted(unsettled) == sorted(rows[1:])
@@ -158,7 +154,7 @@ async def test_an_id_holding_a_nul_character_is_left_out_of_a_batch_not_cut_shor
         assert await store.link_for("b", Side.APP, RecordId("a")) is None  # nothing cut short
         kept = await store.link_for("b", Side.APP, RecordId("a2"))
         assert kept is not None and kept.base == {"t": "x\x00y"}  # a NUL inside a value's JSON is escaped
-        unsettled = await store.settle_many([Agreement(intent, RecordId("c\x00d"))], created_on=Side.APP, now=2.0)
+        unsettled = await store.settle_many([(intent, RecordId("c\x00d"))], created_on=Side.APP, now=2.0)
         assert unsettled == [intent]  # still pending, for the reconcile
         assert await store.link_for("b", Side.APP, RecordId("c")) is None
 
@@ -182,7 +178,7 @@ async def test_a_batch_costs_the_same_however_many_links_there_are(tmp_path):
             for i in range(10)
         ]
         rows = await store.insert_links_many("b", intents, now=2.0)
-        agreements = [Agreement(row, RecordId(f"new{i}")) for i, row in enumerate(rows) if row is not None]
+        agreements = [(row, RecordId(f"new{i}")) for i, row in enumerate(rows) if row is not None]
         unsettled = await store.settle_many(agreements, created_on=Side.APP, now=3.0)
 
         assert len(agreements) == 10 and unsettled == []
