@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -134,7 +135,10 @@ class HttpClient:
         pools = max(1, -(-self.settings.concurrency // POOL_SIZE))
         limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
         # One TLS context for all the pools: each loads the CA bundle, about 1 MB apiece.
-        tls = httpx.create_ssl_context()
+        # A plain-HTTP server needs none: its context has no CA at all (loading the bundle
+        # costs start-up 20 ms), so a TLS connection could never be trusted with it.
+        https = self._origin[0] == "https"
+        tls = httpx.create_ssl_context() if https else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self._clients = [
             httpx.AsyncClient(
                 base_url=self.settings.base_url.rstrip("/") + "/",
