@@ -107,6 +107,15 @@ _INSERT_MANY = (
     " SELECT :binding, value->>0, value->>1, value->>2, value->>3, NULL, NULL, value->>4, value->>5,"
     " CASE WHEN value->>2 = 'synced' THEN :now END, :now, value->>6 FROM json_each(:rows) ORDER BY key"
 )
+# A create's intent: only what differs from one record to the next travels per row,
+# so SQLite parses three values of each, not seven.
+_INSERT_INTENTS = {
+    source: (
+        f"INSERT OR IGNORE INTO links (binding, {column}, state, intent_side, intent_values, updated_at, intent_id)"
+        " SELECT :binding, value->>0, 'pending', :target, value->>1, :now, value->>2 FROM json_each(:rows) ORDER BY key"
+    )
+    for source, column in ((Side.APP, "app_id"), (Side.EXTERNAL, "external_id"))
+}
 _INSERTED = "SELECT json_group_array(json_array(row, app_id, external_id)) FROM links WHERE row BETWEEN ? AND ?"
 
 
@@ -268,7 +277,9 @@ class StateStore:
             )
             for link in links
         ]  # fmt: skip
-        inserted = await self._insert_rows(binding, rows, now=now)
+        sent, text = _batch_json(rows, lambda row: (row[0], row[1], row[6]))
+        keys = [(row[0], row[1]) for row in sent]
+        inserted = await self._insert_rows(_INSERT_MANY, {"binding": binding, "now": now, "rows": text}, keys)
         return [inserted.get((link.app_id, link.external_id)) for link in links]
 
     async def insert_intents_many(
@@ -277,26 +288,26 @@ class StateStore:
         """Store the write intents of creates from `source` records into the other side,
         in one statement; each gets its row, or None where its source is linked already
         or cannot go in a batch."""
-        target = source.other.value
-        rows: list[tuple[Any, ...]]
+        sent, text = _batch_json(list(intents), lambda intent: (intent[0], intent[2]))
+        keys = [(source_id, None) if source is Side.APP else (None, source_id) for source_id, _, _ in sent]
+        params = {"binding": binding, "now": now, "rows": text, "target": source.other.value}
+        inserted = await self._insert_rows(_INSERT_INTENTS[source], params, keys)
         if source is Side.APP:
-            rows = [(source_id, None, "pending", None, target, values, chosen) for source_id, values, chosen in intents]
-        else:
-            rows = [(None, source_id, "pending", None, target, values, chosen) for source_id, values, chosen in intents]
-        inserted = await self._insert_rows(binding, rows, now=now)
-        return [inserted.get(row[:2]) for row in rows]
+            return [inserted.get((source_id, None)) for source_id, _, _ in intents]
+        return [inserted.get((None, source_id)) for source_id, _, _ in intents]
 
     async def _insert_rows(
-        self, binding: str, rows: list[tuple[Any, ...]], *, now: float
+        self, sql: str, params: dict[str, Any], keys: Sequence[tuple[str | None, str | None]]
     ) -> dict[tuple[str | None, str | None], int]:
-        sent, text = _batch_json(rows, lambda row: (row[0], row[1], row[6]))
-        async with self._db.execute(_INSERT_MANY, {"binding": binding, "now": now, "rows": text}) as cursor:
+        """The rows one INSERT ... SELECT over `json_each` gave the links it inserted, by
+        their (app id, external id); `keys` are those of the array's rows, in order."""
+        async with self._db.execute(sql, params) as cursor:
             count, last = cursor.rowcount, cursor.lastrowid
         if count <= 0 or last is None:
             return {}
         first = last - count + 1
-        if count == len(sent):
-            return {(row[0], row[1]): first + index for index, row in enumerate(sent)}
+        if count == len(keys):
+            return {key: first + index for index, key in enumerate(keys)}
         # Some were left out (an id linked already): which went in, by their numbers.
         [(found,)] = await self._fetch(_INSERTED, (first, last))
         return {(app_id, external_id): row for row, app_id, external_id in json.loads(found)}
