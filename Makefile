@@ -83,7 +83,7 @@ bench-quick: install $(BENCH_STAMP) $(DLT) bench-tandem
 	$(BENCHED) $(BIN)/python bench/latency.py --duration 6 --rate 20
 
 BENCH_TANDEM := $(TOOLS)/bench-tandem
-BENCHED := TANDEM_BENCH_BIN=$(BENCH_TANDEM)/bin/tandem
+BENCHED := TANDEM_BENCH_BIN=$(CURDIR)/$(BENCH_TANDEM)/bin/tandem
 
 .PHONY: bench-tandem
 bench-tandem:
