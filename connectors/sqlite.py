@@ -340,7 +340,9 @@ class SqliteTable:
                 db.executemany(f"INSERT INTO {self._table} ({names}) VALUES ({marks})", values)
             else:
                 picks = ", ".join(f"value->>{index}" for index in range(len(columns)))
-                db.execute(f"INSERT INTO {self._table} ({names}) SELECT {picks} FROM json_each(?)", (as_json,))
+                # In the array's order, so the new ids, in rowid order, are the rows' own order.
+                sql = f"INSERT INTO {self._table} ({names}) SELECT {picks} FROM json_each(?) ORDER BY key"
+                db.execute(sql, (as_json,))
             made: list[Any] = []
             if self._integer_id:
                 sql = f"SELECT json_group_array(json_array(rowid, {self._id})) FROM {self._table} WHERE rowid > ?"

@@ -99,8 +99,10 @@ def _to_link(row: Sequence[Any]) -> Link:
 # on the event loop while other batches queued behind them. Nor does it read its rows
 # back one by one (RETURNING): the thread gives up the GIL around every SQLite step and
 # can wait up to 5 ms to take it back while the event loop is busy. One statement
-# numbers its new rows one after another, in the array's order (`ORDER BY key`), so
-# where every row went in, their numbers follow from the last; else one read says.
+# numbers its new rows one after another, in the array's order (`ORDER BY key`): SQLite
+# gives a new row the number after the highest (it picks at random only once the
+# highest possible number is taken). So where every row went in, their numbers follow
+# from the last; else one read says which.
 _INSERT_MANY = (
     "INSERT OR IGNORE INTO links (binding, app_id, external_id, state, base, error, failed_fingerprint,"
     " intent_side, intent_values, synced_at, updated_at, intent_id)"
