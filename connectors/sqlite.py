@@ -314,7 +314,8 @@ class SqliteTable:
             raise translate(exc, self.label) from exc
         except (sqlite3.Error, OverflowError) as exc:
             raise translate(exc, self.label) from exc
-        ids = made if self._integer_id else ids
+        if self._integer_id:
+            ids = made  # the table's; else tandem chose them above
         if len(ids) != len(rows):
             raise TransientError(f"{self.label}: {len(rows)} rows inserted, {len(ids)} read back")
         key = self.spec.id

@@ -190,7 +190,7 @@ _encode_c = (
 def canonical_json(value: Canon) -> str:
     """`value` as JSON text with sorted keys, no spaces and no escaping of non-ASCII
     characters: `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`."""
-    if _encode_c is None or isinstance(value, str):
+    if _encode_c is None:
         return _encoder.encode(value)
     return "".join(_encode_c(value, 0))
 
