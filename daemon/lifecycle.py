@@ -16,6 +16,7 @@ import structlog
 import uvicorn
 
 from daemon.config import BindingsFile
+from daemon.heap import tune_collector
 from daemon.http import bind, build_app, serve
 from daemon.logs import Redactor
 from daemon.metrics import Metrics
@@ -95,6 +96,7 @@ async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Reda
                 "daemon.started", http_addr=settings.http_addr, bindings=list(controllers),
                 state=str(settings.state),
             )  # fmt: skip
+            tune_collector()
 
             async def tell_systemd() -> None:
                 with watchdog:
