@@ -42,9 +42,6 @@ MAX_INLINE_WAIT = 10.0
 requeued for later instead, so a worker is not held for minutes."""
 
 
-POOL_SIZE = 2
-"""Connections per httpx pool; more requests in flight get more pools, used in turn."""
-
 MAX_BACKOFF = 600.0
 """The longest pause a server's `backoff_header` can impose on a connection."""
 
@@ -123,17 +120,18 @@ class HttpClient:
         self._observer = observer
         self._limiter = RateLimiter(settings.rate_limit)
         self._clients: list[httpx.AsyncClient] = []
+        self._idle: list[httpx.AsyncClient] = []  # pools no request of ours is using
         self._turn = itertools.count()
         self._origin = urlsplit(settings.base_url)[:2]
 
     async def open(self) -> None:
         if self._clients:
             return
-        # Each request scans its pool's connections (a socket call apiece), so one pool
-        # slows down as requests in flight grow: they are spread over small pools instead
-        # (bench/RESULTS.md has the measurements behind the size).
-        pools = max(1, -(-self.settings.concurrency // POOL_SIZE))
-        limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
+        # A pool of one connection per request the connection may have in flight. One
+        # shared pool slows down as requests in flight grow (each request scans all its
+        # connections, a socket call apiece), and pools shared in turn queue a request
+        # behind another while a third pool idles (bench/RESULTS.md has the measurements).
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         # One TLS context for all the pools: each loads the CA bundle, about 1 MB apiece.
         # A plain-HTTP server needs none: its context has no CA at all (loading the bundle
         # costs start-up 20 ms), so a TLS connection could never be trusted with it.
@@ -148,11 +146,12 @@ class HttpClient:
                 limits=limits,
                 verify=tls,
             )
-            for _ in range(pools)
+            for _ in range(max(1, self.settings.concurrency))
         ]
+        self._idle = list(self._clients)
 
     async def aclose(self) -> None:
-        clients, self._clients = self._clients, []
+        clients, self._clients, self._idle = self._clients, [], []
         for client in clients:
             await client.aclose()
 
@@ -226,7 +225,28 @@ class HttpClient:
     ) -> httpx.Response:
         if not self._clients:
             raise ConnectorError(f"{self.name}: connection is not open")
+        # An idle pool if there is one; past `concurrency` in flight, requests share the
+        # pools in turn and queue inside them.
+        if self._idle:
+            client = self._idle.pop()
+            try:
+                return await self._send(client, method, url, params, json, headers, allow_not_found)
+            finally:
+                if client in self._clients:  # not closed meanwhile
+                    self._idle.append(client)
         client = self._clients[next(self._turn) % len(self._clients)]
+        return await self._send(client, method, url, params, json, headers, allow_not_found)
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        allow_not_found: bool,
+    ) -> httpx.Response:
         await self._limiter.acquire()
         started = time.perf_counter()
         path = urlsplit(url).path or url
