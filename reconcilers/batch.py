@@ -269,16 +269,17 @@ class BatchApplier:
 
     async def _create(self, creations: Sequence[Creation]) -> None:
         claimed: list[Creation] = []
+        by_source: dict[Side, list[Creation]] = {side: [] for side in Side}
         for creation in creations:
             key = (creation.side, creation.source.id)
             if self._claim(key):
                 claimed.append(creation)
+                by_source[creation.side].append(creation)
             else:
                 self.queue.add(key)  # a worker has it: it looks again after
         try:
             for target in Side:
-                batch = [c for c in claimed if c.side.other is target]
-                if batch:
+                if batch := by_source[target.other]:
                     await self._create_on(target, batch)
         finally:
             for creation in claimed:
