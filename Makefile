@@ -71,7 +71,7 @@ soak: install
 # tandem itself runs as users install it (`pip install .`, no dev extras: those add start-up
 # time and memory), reinstalled from the tree for every run.
 bench: install $(BENCH_STAMP) $(DLT) bench-tandem
-	$(BENCHED) $(BIN)/python bench/suite.py --records 100000 --push-records 10000 --runs 3 \
+	$(BENCHED) $(BIN)/python bench/suite.py --records 100000 --push-records 5000 --runs 3 \
 		--import-sizes 10000,1000000
 	$(BIN)/python bench/diff.py --sizes 10000,100000,1000000 --in-memory
 	$(BENCHED) $(BIN)/python bench/latency.py --duration 30 --rate 50

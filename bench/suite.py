@@ -5,7 +5,7 @@ app table. Each scenario runs `--runs` times and reports medians: seconds, recor
 calls, peak RSS, and the ratio to its ceiling. tandem runs as a process (`tandem run`);
 ceilings and the peer run as processes too, so each peak RSS is its own.
 
-    python bench/suite.py --records 100000 --push-records 10000 --runs 3 \
+    python bench/suite.py --records 100000 --push-records 5000 --runs 3 \
         --import-sizes 10000,1000000                                        # make bench
     python bench/suite.py --records 10000 --push-records 1000 --runs 3     # make bench-quick
 
