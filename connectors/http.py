@@ -227,37 +227,23 @@ class HttpClient:
             raise ConnectorError(f"{self.name}: connection is not open")
         # An idle pool if there is one; past `concurrency` in flight, requests share the
         # pools in turn and queue inside them.
-        if self._idle:
-            client = self._idle.pop()
-            try:
-                return await self._send(client, method, url, params, json, headers, allow_not_found)
-            finally:
-                if client in self._clients:  # not closed meanwhile
-                    self._idle.append(client)
-        client = self._clients[next(self._turn) % len(self._clients)]
-        return await self._send(client, method, url, params, json, headers, allow_not_found)
-
-    async def _send(
-        self,
-        client: httpx.AsyncClient,
-        method: str,
-        url: str,
-        params: Mapping[str, Any] | None,
-        json: Any,
-        headers: Mapping[str, str] | None,
-        allow_not_found: bool,
-    ) -> httpx.Response:
-        await self._limiter.acquire()
-        started = time.perf_counter()
-        path = urlsplit(url).path or url
+        borrowed = self._idle.pop() if self._idle else None
+        client = borrowed if borrowed is not None else self._clients[next(self._turn) % len(self._clients)]
         try:
-            response = await client.request(method, url, params=params, json=json, headers=headers)
-        except httpx.TimeoutException as exc:
-            self._observe(method, "timeout", started)
-            raise TransientError(f"{self.name}: timeout on {method} {path}") from exc
-        except httpx.TransportError as exc:
-            self._observe(method, "error", started)
-            raise TransientError(f"{self.name}: {type(exc).__name__} on {method} {path}") from exc
+            await self._limiter.acquire()
+            started = time.perf_counter()
+            path = urlsplit(url).path or url
+            try:
+                response = await client.request(method, url, params=params, json=json, headers=headers)
+            except httpx.TimeoutException as exc:
+                self._observe(method, "timeout", started)
+                raise TransientError(f"{self.name}: timeout on {method} {path}") from exc
+            except httpx.TransportError as exc:
+                self._observe(method, "error", started)
+                raise TransientError(f"{self.name}: {type(exc).__name__} on {method} {path}") from exc
+        finally:
+            if borrowed is not None and borrowed in self._clients:  # not closed meanwhile
+                self._idle.append(borrowed)
         self._observe(method, str(response.status_code), started)
         self._honour_backoff(response)
         return self._check(response, method=method, path=path, allow_not_found=allow_not_found)
