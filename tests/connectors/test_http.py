@@ -67,7 +67,9 @@ async def test_past_its_concurrency_a_connection_shares_its_pools_and_every_requ
                     await held.wait()
                     for _ in range(3):
                         tg.start_soon(quick)
-                    released.set()  # both pools hold a request: the rest queue in them till now
+                    await anyio.wait_all_tasks_blocked()
+                    assert answers == []  # both pools hold a request: the three wait in them
+                    released.set()
         finally:
             await client.aclose()
     assert answers == [200, 200, 200]
