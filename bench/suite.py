@@ -240,24 +240,21 @@ def linked(workdir: Path, n: int) -> bool:
     """Are `n` links synced? Counting them costs 6 ms of CPU at 100,000, twenty times a
     second on the machine tandem runs on: the highest row is asked first (rows are
     numbered as links and intents are stored), and the count only once it reaches `n`."""
-    state = workdir / "state.db"
-    if not state.exists():
-        return False
-    try:
-        with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1) as db:
-            highest = db.execute("SELECT COALESCE(MAX(row), 0) FROM links").fetchone()[0]
-    except sqlite3.Error:
-        return False
-    return int(highest) >= n and links(workdir) >= n
+    return _state_number(workdir, "SELECT COALESCE(MAX(row), 0) FROM links") >= n and links(workdir) >= n
 
 
 def links(workdir: Path) -> int:
+    return _state_number(workdir, "SELECT COUNT(*) FROM links WHERE state = 'synced'")
+
+
+def _state_number(workdir: Path, sql: str) -> int:
+    """One number from tandem's state database, read-only; 0 before it is readable."""
     state = workdir / "state.db"
     if not state.exists():
         return 0
     try:
         with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute("SELECT COUNT(*) FROM links WHERE state = 'synced'").fetchone()[0])
+            return int(db.execute(sql).fetchone()[0])
     except sqlite3.Error:
         return 0
 

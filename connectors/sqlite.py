@@ -54,6 +54,10 @@ class SqliteTableSpec:
     """The mapped columns; each must exist in the table."""
 
 
+_FAILURES = (sqlite3.Error, OverflowError)
+"""What a statement can raise: OverflowError where a parameter is beyond 64 bits."""
+
+
 def translate(exc: sqlite3.Error | OverflowError, label: str) -> ConnectorError:
     """An sqlite3 error as the connector error that says what to do about it."""
     text = str(exc)
@@ -312,7 +316,7 @@ class SqliteTable:
             if "rowid" in str(exc):  # a WITHOUT ROWID table: one at a time
                 return [await self.create(row) for row in rows]
             raise translate(exc, self.label) from exc
-        except (sqlite3.Error, OverflowError) as exc:
+        except _FAILURES as exc:
             raise translate(exc, self.label) from exc
         if self._integer_id:
             ids = made  # the table's; else tandem chose them above
@@ -387,7 +391,7 @@ class SqliteTable:
             async with self._connection.db.execute(sql, params) as cursor:
                 names = [column[0] for column in cursor.description or ()]
                 rows = await cursor.fetchall()
-        except (sqlite3.Error, OverflowError) as exc:
+        except _FAILURES as exc:
             raise translate(exc, self.label) from exc
         records = []
         last: Any = None
@@ -401,13 +405,13 @@ class SqliteTable:
         try:
             async with self._connection.db.execute(sql, params) as cursor:
                 return list(await cursor.fetchall())
-        except (sqlite3.Error, OverflowError) as exc:
+        except _FAILURES as exc:
             raise translate(exc, self.label) from exc
 
     async def _execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         try:
             await self._connection.db.execute(sql, params)
-        except (sqlite3.Error, OverflowError) as exc:
+        except _FAILURES as exc:
             raise translate(exc, self.label) from exc
 
     async def _script(self, statements: Sequence[str]) -> None:
@@ -421,5 +425,5 @@ class SqliteTable:
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-        except (sqlite3.Error, OverflowError) as exc:
+        except _FAILURES as exc:
             raise translate(exc, self.label) from exc

@@ -179,7 +179,7 @@ class ListedRecords:
             f"(SELECT e.record FROM {external} e WHERE m.apps = 1 AND m.externals = 1 AND e.match = t.match"
             f" AND {self._unlinked(Side.EXTERNAL, 'e')} LIMIT 1)"
         )
-        for side in (side for side in Side if side in sides):
+        for side in [side for side in Side if side in sides]:  # app side first
             after = 0
             sql = (
                 f"SELECT t.rowid, t.record, COALESCE(m.apps, 0), COALESCE(m.externals, 0),"

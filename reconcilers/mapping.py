@@ -50,7 +50,7 @@ def view(record: Record, side: Side, policy: Policy) -> dict[str, Canon]:
             raw = fields.get(item.name)
         else:
             raw = fields.get(path[0]) if len(path) == 1 else read_path(fields, path)
-        if raw is None:
+        if raw is None:  # `canonical`, inlined: this runs for every field of every record
             result[item.name] = None
             continue
         try:

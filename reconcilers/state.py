@@ -290,13 +290,14 @@ class StateStore:
         """Store the write intents of creates from `source` records into the other side,
         in one statement; each gets its row, or None where its source is linked already
         or cannot go in a batch."""
+
+        def key(source_id: str) -> tuple[str | None, str | None]:
+            return (source_id, None) if source is Side.APP else (None, source_id)
+
         sent, text = _batch_json(list(intents), lambda intent: (intent[0], intent[2]))
-        keys = [(source_id, None) if source is Side.APP else (None, source_id) for source_id, _, _ in sent]
         params = {"binding": binding, "now": now, "rows": text, "target": source.other.value}
-        inserted = await self._insert_rows(_INSERT_INTENTS[source], params, keys)
-        if source is Side.APP:
-            return [inserted.get((source_id, None)) for source_id, _, _ in intents]
-        return [inserted.get((None, source_id)) for source_id, _, _ in intents]
+        inserted = await self._insert_rows(_INSERT_INTENTS[source], params, [key(intent[0]) for intent in sent])
+        return [inserted.get(key(intent[0])) for intent in intents]
 
     async def _insert_rows(
         self, sql: str, params: dict[str, Any], keys: Sequence[tuple[str | None, str | None]]
