@@ -1,6 +1,8 @@
 """The ceilings: the plainest code that does the same work as tandem, each in its own process.
 
     python bench/ceilings.py import --url URL --db app.db         page the API, executemany into SQLite
+    python bench/ceilings.py import-linked --url URL --db app.db --state state.db
+                                                                  the same, keeping a link table as tandem must
     python bench/ceilings.py push --url URL --records N --concurrency C --clients shared|per-worker|bulk
     python bench/ceilings.py capacity --url URL --seconds 3 --connections 8
 
@@ -48,6 +50,74 @@ async def import_ceiling(url: str, db_path: str) -> dict[str, Any]:
                 break
     seconds = time.perf_counter() - started
     db.close()
+    return {"records": count, "seconds": seconds, "api_calls": calls, "peak_rss_mb": peak_rss_mb()}
+
+
+CANONICAL: dict[str, Any] = {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False}
+# The link table as tandem keeps it: the same columns a create's intent and its settle
+# touch, the same three indexes, WAL with synchronous NORMAL.
+LINKS = (
+    "CREATE TABLE links (row INTEGER PRIMARY KEY, binding TEXT NOT NULL, app_id TEXT, external_id TEXT,"
+    " state TEXT NOT NULL, base TEXT, intent_side TEXT, intent_values TEXT, synced_at REAL, updated_at REAL NOT NULL)",
+    "CREATE UNIQUE INDEX links_app ON links (binding, app_id) WHERE app_id IS NOT NULL",
+    "CREATE UNIQUE INDEX links_external ON links (binding, external_id) WHERE external_id IS NOT NULL",
+    "CREATE INDEX links_state ON links (binding, state)",
+)
+
+
+async def import_linked_ceiling(url: str, db_path: str, state_path: str) -> dict[str, Any]:
+    """The import ceiling plus the least a crash-safe sync must store per page: each
+    record's intent (its values, before the create), then the link settled with the new
+    id and the values as its base. One thread, one statement per step, nothing else."""
+    db = sqlite3.connect(db_path)
+    state = sqlite3.connect(state_path, isolation_level=None)
+    state.execute("PRAGMA journal_mode = WAL")
+    state.execute("PRAGMA synchronous = NORMAL")
+    for statement in LINKS:
+        state.execute(statement)
+    started = time.perf_counter()
+    count, calls, cursor = 0, 0, None
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        while True:
+            params: dict[str, Any] = {"limit": PAGE}
+            if cursor:
+                params["cursor"] = cursor
+            body = (await client.get("/records", params=params)).json()
+            calls += 1
+            rows = [(r["title"], int(bool(r["completed"])), r.get("note")) for r in body["data"]]
+            values = [
+                json.dumps({"done": bool(r["completed"]), "note": r.get("note"), "title": r["title"]}, **CANONICAL)
+                for r in body["data"]
+            ]
+            now = time.time()
+            (last,) = state.execute("SELECT COALESCE(MAX(row), 0) FROM links").fetchone()
+            state.execute("BEGIN")
+            state.executemany(
+                "INSERT INTO links (binding, external_id, state, intent_side, intent_values, updated_at)"
+                " VALUES ('records', ?, 'pending', 'app', ?, ?)",
+                [(str(r["id"]), v, now) for r, v in zip(body["data"], values, strict=True)],
+            )
+            state.execute("COMMIT")
+            with db:
+                (found,) = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM tasks").fetchone()
+                db.executemany("INSERT INTO tasks (title, done, note) VALUES (?, ?, ?)", rows)
+                made = [
+                    new_id for (new_id,) in db.execute("SELECT id FROM tasks WHERE rowid > ? ORDER BY rowid", (found,))
+                ]
+            state.execute("BEGIN")
+            state.executemany(
+                "UPDATE links SET app_id = ?, state = 'synced', base = intent_values, intent_side = NULL,"
+                " intent_values = NULL, synced_at = ?, updated_at = ? WHERE row = ?",
+                [(str(new_id), now, now, last + 1 + index) for index, new_id in enumerate(made)],
+            )
+            state.execute("COMMIT")
+            count += len(rows)
+            cursor = body["next_cursor"]
+            if not cursor:
+                break
+    seconds = time.perf_counter() - started
+    db.close()
+    state.close()
     return {"records": count, "seconds": seconds, "api_calls": calls, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -104,9 +174,10 @@ async def capacity(url: str, seconds: float, connections: int) -> dict[str, Any]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["import", "push", "capacity"])
+    parser.add_argument("what", choices=["import", "import-linked", "push", "capacity"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--db")
+    parser.add_argument("--state")
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--clients", choices=["shared", "per-worker", "bulk"], default="shared")
@@ -115,6 +186,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "import":
         result = asyncio.run(import_ceiling(args.url, args.db))
+    elif args.what == "import-linked":
+        result = asyncio.run(import_linked_ceiling(args.url, args.db, args.state))
     elif args.what == "push":
         result = asyncio.run(push_ceiling(args.url, args.records, args.concurrency, args.clients))
     else:

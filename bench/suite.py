@@ -346,13 +346,13 @@ def _steady(url: str, workdir: Path, n: int, *, changed: int) -> dict[str, Any]:
 # --- ceilings and peer -------------------------------------------------------------------
 
 
-def ceiling_import(url: str, n: int) -> dict[str, Any]:
+def ceiling_import(url: str, n: int, *, linked: bool = False) -> dict[str, Any]:
     reset(url, records("ext", n))
     with tempfile.TemporaryDirectory() as tmp:
         app_db(Path(tmp) / "app.db", [])
-        result = run_json(
-            [sys.executable, str(ROOT / "bench" / "ceilings.py"), "import", "--url", url, "--db", f"{tmp}/app.db"]
-        )
+        what = ["import-linked", "--state", f"{tmp}/state.db"] if linked else ["import"]
+        command = [sys.executable, str(ROOT / "bench" / "ceilings.py"), *what, "--url", url, "--db", f"{tmp}/app.db"]
+        result = run_json(command)
     result["records_per_s"] = result["records"] / result["seconds"]
     return result
 
@@ -432,6 +432,7 @@ def main() -> None:
         if wanted("import"):
             results["import"] = {
                 "ceiling": repeat(runs, lambda: ceiling_import(url, n)),
+                "ceiling_linked": repeat(runs, lambda: ceiling_import(url, n, linked=True)),
                 "tandem": repeat(runs, lambda: tandem_import(url, n)),
                 "dlt_defaults": repeat(runs, lambda: peer_dlt(url, n, best=False)),
                 "dlt_best": repeat(runs, lambda: peer_dlt(url, n, best=True)),
