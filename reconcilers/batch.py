@@ -125,16 +125,20 @@ def listed_creations(
     creations: list[Creation] = []
     rest = ResyncWork()
     target = side.other
+    # Where every field may be written to the target, each payload is the record's whole
+    # view (as `create_payload` would copy it): asked once per page, not per record.
+    whole_view = policy.creates.allows(target) and len(policy.writable_to(target)) == len(policy.fields)
     for record in records:
-        key = (side, record.id)
         try:
             values = view(record, side, policy)
         except MappingError:
+            key = (side, record.id)
             rest.add(key, (key, Observation(record, None, True)))  # parked by the reconcile, with the error
             continue
         encoded = fingerprint(values)
-        payload = create_payload(values, on=target, policy=policy)
+        payload = values if whole_view else create_payload(values, on=target, policy=policy)
         if payload is None or (in_flight and _may_be_in_flight(record, side, in_flight, policy, now)):
+            key = (side, record.id)
             rest.add(key, (key, Observation(record, None, True, encoded)))
             continue
         if len(payload) != len(values):
