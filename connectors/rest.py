@@ -267,7 +267,7 @@ class RestCollection:
         if raw_id is None or isinstance(raw_id, dict | list) or raw_id == "":
             log.warning("rest.record_skipped", collection=self.label, error=f"no {self.spec.id!r}")
             return None
-        return Record(id=RecordId(str(raw_id)), fields=item)
+        return Record(RecordId(str(raw_id)), item)  # positional: built for every record listed
 
 
 def _param(value: Any) -> str:

@@ -323,9 +323,7 @@ class SqliteTable:
         if len(ids) != len(rows):
             raise TransientError(f"{self.label}: {len(rows)} rows inserted, {len(ids)} read back")
         key = self.spec.id
-        return [
-            Record(id=RecordId(str(new_id)), fields={**row, key: new_id}) for row, new_id in zip(rows, ids, strict=True)
-        ]
+        return [Record(RecordId(str(new_id)), {**row, key: new_id}) for row, new_id in zip(rows, ids, strict=True)]
 
     def _insert_all(self, db: sqlite3.Connection, columns: list[str], values: list[list[Any]]) -> list[Any]:
         """Insert the rows in one transaction, in a worker thread; returns the ids the
