@@ -309,7 +309,10 @@ class BatchApplier:
         for creation, row in zip(batch, rows, strict=True):
             if row is None:
                 self.queue.add((creation.side, creation.source.id))  # linked meanwhile
-        payloads = [native(c.values, target, self.policy) for c, _, _ in todo]
+        # Into the app, mapped values are already its fields: the create only reads them, so
+        # they go as they are rather than copied (`native`) for every record.
+        app = target is Side.APP
+        payloads = [c.values if app else native(c.values, target, self.policy) for c, _, _ in todo]
         results = await self._send(target, payloads, [chosen for _, _, (_, _, chosen) in todo])
 
         agreements: list[Agreement] = []
