@@ -160,6 +160,14 @@ class StateStore:
         self._db = db
         self.read_only = read_only
         self._batch = anyio.Lock()
+        self._intents_stored = 0
+
+    @property
+    def intents_stored(self) -> int:
+        """How many calls have stored write intents (pending links) through this store.
+        Moved once each call is done, whether or not it failed: a reader of `pending` that
+        saw it at some value before reading has seen every intent stored up to then."""
+        return self._intents_stored
 
     @asynccontextmanager
     async def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> AsyncIterator[None]:
@@ -266,6 +274,9 @@ class StateStore:
                 row = cursor.lastrowid
         except sqlite3.IntegrityError as exc:
             raise LinkTaken(f"{binding}: app id {app_id!r} or external id {external_id!r} is linked") from exc
+        finally:
+            if state is LinkState.PENDING:
+                self._intents_stored += 1
         assert row is not None
         return row
 
@@ -281,7 +292,11 @@ class StateStore:
         ]  # fmt: skip
         sent, text = _batch_json(rows, lambda row: (row[0], row[1], row[6]))
         keys = [(row[0], row[1]) for row in sent]
-        inserted = await self._insert_rows(_INSERT_MANY, {"binding": binding, "now": now, "rows": text}, keys)
+        try:
+            inserted = await self._insert_rows(_INSERT_MANY, {"binding": binding, "now": now, "rows": text}, keys)
+        finally:
+            if any(link.state is LinkState.PENDING for link in links):
+                self._intents_stored += 1
         return [inserted.get((link.app_id, link.external_id)) for link in links]
 
     async def insert_intents_many(
@@ -296,7 +311,10 @@ class StateStore:
 
         sent, text = _batch_json(list(intents), lambda intent: (intent[0], intent[2]))
         params = {"binding": binding, "now": now, "rows": text, "target": source.other.value}
-        inserted = await self._insert_rows(_INSERT_INTENTS[source], params, [key(intent[0]) for intent in sent])
+        try:
+            inserted = await self._insert_rows(_INSERT_INTENTS[source], params, [key(intent[0]) for intent in sent])
+        finally:
+            self._intents_stored += 1
         return [inserted.get(key(intent[0])) for intent in intents]
 
     async def _insert_rows(
@@ -360,7 +378,10 @@ class StateStore:
             "UPDATE links SET state = 'pending', intent_side = ?, intent_values = ?, intent_id = ?,"
             " updated_at = ? WHERE row = ?"
         )
-        await self._db.execute(sql, (side.value, _json(values), intent_id, now, row))
+        try:
+            await self._db.execute(sql, (side.value, _json(values), intent_id, now, row))
+        finally:
+            self._intents_stored += 1
 
     async def park(self, row: int, *, error: str, failed_fingerprint: str | None, now: float) -> None:
         sql = (

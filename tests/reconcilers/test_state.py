@@ -98,6 +98,34 @@ async def test_pending_intents_leave_out_the_rows_a_batch_names_as_its_own(tmp_p
         assert await store.pending("b", side=Side.APP, excluding=ours) == []
 
 
+async def test_every_way_of_storing_an_intent_is_counted_and_other_link_writes_are_not(tmp_path):
+    """A batch reads the creates in flight again only when this count moves."""
+    async with open_state(tmp_path / "state.db") as store:
+        counted = store.intents_stored
+        row = await store.insert_link("b", app_id=RecordId("a1"), external_id=None, state=LinkState.SYNCED, now=1.0)
+        await store.insert_links_many("b", [NewLink(RecordId("a2"), RecordId("e2"), LinkState.SYNCED)], now=1.0)
+        await store.settle(
+            row, app_id=RecordId("a1"), external_id=RecordId("e1"), state=LinkState.SYNCED, base={}, now=1.0
+        )
+        assert store.intents_stored == counted
+
+        await store.mark_pending(row, side=Side.APP, values={"t": "1"}, now=2.0)
+        await store.insert_link(
+            "b", app_id=RecordId("a3"), external_id=None, state=LinkState.PENDING, now=2.0,
+            intent_side=Side.EXTERNAL, intent_values={"t": "3"},
+        )  # fmt: skip
+        pending = NewLink(RecordId("a4"), None, LinkState.PENDING, intent_side=Side.EXTERNAL, intent_values={})
+        await store.insert_links_many("b", [pending], now=2.0)
+        await store.insert_intents_many("b", [(RecordId("a5"), fingerprint({}), None)], source=Side.APP, now=2.0)
+        with pytest.raises(LinkTaken):  # refused, and counted all the same: a reader only reads again
+            await store.insert_link(
+                "b", app_id=RecordId("a3"), external_id=None, state=LinkState.PENDING, now=2.0,
+                intent_side=Side.EXTERNAL, intent_values={"t": "3"},
+            )  # fmt: skip
+        assert store.intents_stored == counted + 5
+        assert len(await store.pending("b")) == 4
+
+
 async def test_a_batch_answers_for_each_link_whether_it_went_in(tmp_path):
     """Links whose id is linked already are left as they were: the rest get their rows."""
     async with open_state(tmp_path / "state.db") as store:
