@@ -177,6 +177,9 @@ class BatchApplier:
         self._clock = clock
         self._on_writes = on_writes  # (side, op, how many) made
         self._own: set[int] = set()  # the rows of this session's write intents
+        self._own_stores = 0  # this session's calls storing intents, as the store counts them
+        self._left_pending = 0  # times this session left intents of its own pending, to the reconcile
+        self._in_flight_read: tuple[tuple[int, int], list[Link]] | None = None  # the counts when read, and what
 
     @property
     def policy(self) -> Policy:
@@ -196,6 +199,9 @@ class BatchApplier:
         send, receive = anyio.create_memory_object_stream[_Part]()
         totals = {"pairings": 0, "creates": 0}
         self._own = set()
+        self._own_stores = 0
+        self._left_pending = 0
+        self._in_flight_read = None
 
         async def take(work: ResyncWork) -> set[Key]:
             sides = {side for side, _ in work.keys}
@@ -232,13 +238,18 @@ class BatchApplier:
             log.info("resync.batched", binding=self.binding.name, **totals)
 
     async def _in_flight(self, sides: set[Side]) -> list[Link]:
-        """The creates others have in flight into `sides`, read as each part is taken: a
-        page may be listed while a worker creates. Our own intents are left out (one
-        stored but not yet noted only sends a record to the reconcile)."""
-        in_flight: list[Link] = []
-        for side in sides:
-            in_flight.extend(await self.store.pending(self.binding.name, side=side, excluding=self._own))
-        return in_flight
+        """The creates others have in flight into `sides`, as each part is taken: a page
+        may be listed while a worker creates. Read again only once others have stored an
+        intent, or we have left one of ours pending, since the last read: otherwise intents
+        only go away, and one settled meanwhile only sends a record to the reconcile. That
+        spares the state connection a read for every page of an import. The counts are
+        taken before the read, so a change during it is read next time. Our own intents are
+        left out (one stored but not yet noted only sends a record to the reconcile)."""
+        counts = (self.store.intents_stored - self._own_stores, self._left_pending)
+        if self._in_flight_read is None or self._in_flight_read[0] != counts:
+            found = await self.store.pending(self.binding.name, excluding=self._own)
+            self._in_flight_read = (counts, found)
+        return [link for link in self._in_flight_read[1] if link.intent_side in sides]
 
     async def _lane(self, parts: MemoryObjectReceiveStream[_Part]) -> None:
         async with parts:
@@ -294,17 +305,27 @@ class BatchApplier:
         intents: list[Intent] = [
             (c.source.id, c.encoded, RecordId(uuid.uuid4().hex) if chooses else None) for c in batch
         ]
-        rows = await self.store.insert_intents_many(self.binding.name, intents, source=target.other, now=self._clock())
+        try:
+            rows = await self.store.insert_intents_many(
+                self.binding.name, intents, source=target.other, now=self._clock()
+            )
+        finally:
+            self._own_stores += 1  # in step with the store's count: no await between the two
         own = {row for row in rows if row is not None}
         self._own |= own
+        closed: set[int] = set()
         try:
-            await self._send_and_settle(target, batch, rows, intents)
+            closed = await self._send_and_settle(target, batch, rows, intents)
         finally:
             self._own -= own  # settled, parked, or unknown and left to the reconcile
+            if own - closed:
+                self._left_pending += 1  # in flight to the next read: no longer left out as ours
 
     async def _send_and_settle(
         self, target: Side, batch: Sequence[Creation], rows: Sequence[int | None], intents: Sequence[Intent]
-    ) -> None:
+    ) -> set[int]:
+        """Carry out the creates whose intents were stored (`rows`); returns the rows it
+        settled or parked, the others being left pending for the reconcile."""
         todo = [(c, row, intent) for c, row, intent in zip(batch, rows, intents, strict=True) if row is not None]
         for creation, row in zip(batch, rows, strict=True):
             if row is None:
@@ -316,6 +337,7 @@ class BatchApplier:
         results = await self._send(target, payloads, [chosen for _, _, (_, _, chosen) in todo])
 
         agreements: list[Agreement] = []
+        closed: set[int] = set()
         now = self._clock()
         for (creation, row, _), result in zip(todo, results, strict=True):
             if isinstance(result, Record):
@@ -326,6 +348,7 @@ class BatchApplier:
                 source_ext = creation.source if creation.side is Side.EXTERNAL else None
                 fingerprint_now = parked_fingerprint(source_app, source_ext)
                 await self.store.park(row, error=str(result), failed_fingerprint=fingerprint_now, now=now)
+                closed.add(row)
                 log.warning(
                     "reconcile.done", result="error", action="parked", binding=self.binding.name,
                     side=creation.side.value, id=creation.source.id, error=str(result),
@@ -337,6 +360,7 @@ class BatchApplier:
         for creation, row, _ in todo:
             if row in unsettled:
                 self.queue.add((creation.side, creation.source.id))
+        return closed | {row for row, _ in agreements if row not in unsettled}
 
     async def _send(
         self, target: Side, payloads: list[dict[str, object]], chosen: list[RecordId | None]

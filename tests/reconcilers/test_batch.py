@@ -1,7 +1,7 @@
 """The resync's batch path against the sample app on loopback, a real app table and real state."""
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from connectors.rest import BulkCreate, RestCollectionSpec, RestConnection
 from connectors.sqlite import SqliteConnection, SqliteTableSpec
 from reconcilers.batch import BatchApplier
 from reconcilers.binding import Binding
-from reconcilers.model import FieldMap, LinkState, Policy, Side
+from reconcilers.model import FieldMap, Link, LinkState, Policy, Side
 from reconcilers.observe import Key, ResyncWork
 from reconcilers.resync import BatchPath, observe
 from reconcilers.state import NewLink, StateStore, open_state
@@ -147,6 +147,52 @@ async def test_a_record_a_workers_create_made_during_the_listing_is_left_to_the_
         assert "made" not in app_db.titles()  # not created back into the app
         assert len(app_db.titles()) == 600 and len(taken) == 600
         assert (Side.EXTERNAL, RecordId(str(made["id"]))) not in taken  # the reconcile's to settle
+
+
+def _counting_reads(store: StateStore) -> list[int]:
+    """Counts the store's reads of the creates in flight (one item per read)."""
+    reads: list[int] = []
+    read = store.pending
+
+    async def counted(binding: str, *, side: Side | None = None, excluding: Collection[int] = ()) -> list[Link]:
+        reads.append(1)
+        return await read(binding, side=side, excluding=excluding)
+
+    store.pending = counted  # type: ignore[method-assign]
+    return reads
+
+
+async def test_an_import_reads_the_creates_in_flight_again_only_once_another_is_stored(tmp_path: Path):
+    async with _world(tmp_path) as (binding, store, url, app_db):
+        await seed(url, "tasks", [{"title": f"ext {i}"} for i in range(2000)])
+        # The app's empty listing is done before the first page comes; the fifth lingers.
+        await inject(url, status=0, delay=0.3, methods=["GET"], query="_page=1")
+        await inject(url, status=0, delay=0.5, methods=["GET"], query="_page=5")
+        reads = _counting_reads(store)
+        taken: set[Key] = set()
+
+        async def resync() -> None:
+            taken.update(await _resync(binding, store, WorkQueue()))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(resync)
+            with anyio.fail_after(30):
+                while (await request_counts(url)).get("GET tasks", 0) < 5:
+                    await anyio.sleep(0.01)
+            reads_before = len(reads)
+            # While the fifth page is on its way, a worker pushes an app record (an id the
+            # import does not reach) as the reconcile does: its intent first, then the
+            # record, listed on that page.
+            await store.insert_link(
+                "tasks", app_id=RecordId("99999"), external_id=None, state=LinkState.PENDING, now=time.time(),
+                intent_side=Side.EXTERNAL, intent_values={"title": "made"},
+            )  # fmt: skip
+            [made] = await seed(url, "tasks", [{"title": "made"}])
+
+        assert reads_before == 1  # four pages, one read: the batch's own intents do not count
+        assert "made" not in app_db.titles()  # the fifth page read again, and left it
+        assert (Side.EXTERNAL, RecordId(str(made["id"]))) not in taken
+        assert len(app_db.titles()) == 2000
 
 
 async def test_a_refused_create_is_parked_alone_and_an_unknown_outcome_left_to_the_reconcile(tmp_path: Path):
