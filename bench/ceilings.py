@@ -19,6 +19,7 @@ import json
 import resource
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -30,24 +31,35 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+async def pages(client: httpx.AsyncClient) -> AsyncIterator[list[dict[str, Any]]]:
+    """The API's records a page at a time, following its cursor to the end."""
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": PAGE}
+        if cursor:
+            params["cursor"] = cursor
+        body = (await client.get("/records", params=params)).json()
+        yield body["data"]
+        cursor = body["next_cursor"]
+        if not cursor:
+            return
+
+
+def task_rows(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(r["title"], int(bool(r["completed"])), r.get("note")) for r in records]
+
+
 async def import_ceiling(url: str, db_path: str) -> dict[str, Any]:
     db = sqlite3.connect(db_path)
     started = time.perf_counter()
-    count, calls, cursor = 0, 0, None
+    count, calls = 0, 0
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        while True:
-            params: dict[str, Any] = {"limit": PAGE}
-            if cursor:
-                params["cursor"] = cursor
-            body = (await client.get("/records", params=params)).json()
+        async for records in pages(client):
             calls += 1
-            rows = [(r["title"], int(bool(r["completed"])), r.get("note")) for r in body["data"]]
+            rows = task_rows(records)
             with db:
                 db.executemany("INSERT INTO tasks (title, done, note) VALUES (?, ?, ?)", rows)
             count += len(rows)
-            cursor = body["next_cursor"]
-            if not cursor:
-                break
     seconds = time.perf_counter() - started
     db.close()
     return {"records": count, "seconds": seconds, "api_calls": calls, "peak_rss_mb": peak_rss_mb()}
@@ -76,18 +88,14 @@ async def import_linked_ceiling(url: str, db_path: str, state_path: str) -> dict
     for statement in LINKS:
         state.execute(statement)
     started = time.perf_counter()
-    count, calls, cursor = 0, 0, None
+    count, calls = 0, 0
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        while True:
-            params: dict[str, Any] = {"limit": PAGE}
-            if cursor:
-                params["cursor"] = cursor
-            body = (await client.get("/records", params=params)).json()
+        async for records in pages(client):
             calls += 1
-            rows = [(r["title"], int(bool(r["completed"])), r.get("note")) for r in body["data"]]
+            rows = task_rows(records)
             values = [
                 json.dumps({"done": bool(r["completed"]), "note": r.get("note"), "title": r["title"]}, **CANONICAL)
-                for r in body["data"]
+                for r in records
             ]
             now = time.time()
             (last,) = state.execute("SELECT COALESCE(MAX(row), 0) FROM links").fetchone()
@@ -95,7 +103,7 @@ async def import_linked_ceiling(url: str, db_path: str, state_path: str) -> dict
             state.executemany(
                 "INSERT INTO links (binding, external_id, state, intent_side, intent_values, updated_at)"
                 " VALUES ('records', ?, 'pending', 'app', ?, ?)",
-                [(str(r["id"]), v, now) for r, v in zip(body["data"], values, strict=True)],
+                [(str(r["id"]), v, now) for r, v in zip(records, values, strict=True)],
             )
             state.execute("COMMIT")
             with db:
@@ -112,9 +120,6 @@ async def import_linked_ceiling(url: str, db_path: str, state_path: str) -> dict
             )
             state.execute("COMMIT")
             count += len(rows)
-            cursor = body["next_cursor"]
-            if not cursor:
-                break
     seconds = time.perf_counter() - started
     db.close()
     state.close()
