@@ -122,20 +122,28 @@ async def test_an_import_into_an_empty_side_creates_while_the_listing_goes_on(tm
         assert await store.counts("tasks") == {"synced": 1200}
 
 
+@asynccontextmanager
+async def _resync_past_page(binding: Binding, store: StateStore, url: str, page: int) -> AsyncIterator[set[Key]]:
+    """A resync under way, entered once its listing has asked for `page`; left once it
+    is done. Yields the keys the batch path took, complete on leaving."""
+    taken: set[Key] = set()
+
+    async def resync() -> None:
+        taken.update(await _resync(binding, store, WorkQueue()))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(resync)
+        with anyio.fail_after(30):
+            while (await request_counts(url)).get("GET tasks", 0) < page:
+                await anyio.sleep(0.01)
+        yield taken
+
+
 async def test_a_record_a_workers_create_made_during_the_listing_is_left_to_the_reconcile(tmp_path: Path):
     async with _world(tmp_path) as (binding, store, url, app_db):
         await seed(url, "tasks", [{"title": f"ext {i}"} for i in range(600)])
         await inject(url, status=0, delay=0.5, methods=["GET"], query="_page=2")
-        taken: set[Key] = set()
-
-        async def resync() -> None:
-            taken.update(await _resync(binding, store, WorkQueue()))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(resync)
-            with anyio.fail_after(30):
-                while (await request_counts(url)).get("GET tasks", 0) < 2:
-                    await anyio.sleep(0.01)
+        async with _resync_past_page(binding, store, url, 2) as taken:
             # While the second page is on its way, a worker pushes app record 99: its write
             # intent is stored, and the record it made is listed on that page.
             intent = NewLink(
@@ -169,16 +177,7 @@ async def test_an_import_reads_the_creates_in_flight_again_only_once_another_is_
         await inject(url, status=0, delay=0.3, methods=["GET"], query="_page=1")
         await inject(url, status=0, delay=0.5, methods=["GET"], query="_page=5")
         reads = _counting_reads(store)
-        taken: set[Key] = set()
-
-        async def resync() -> None:
-            taken.update(await _resync(binding, store, WorkQueue()))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(resync)
-            with anyio.fail_after(30):
-                while (await request_counts(url)).get("GET tasks", 0) < 5:
-                    await anyio.sleep(0.01)
+        async with _resync_past_page(binding, store, url, 5) as taken:
             reads_before = len(reads)
             # While the fifth page is on its way, a worker pushes an app record (an id the
             # import does not reach) as the reconcile does: its intent first, then the
