@@ -273,9 +273,7 @@ class BatchApplier:
         try:
             rows = await self.store.insert_links_many(self.binding.name, links, now=self._clock())
         finally:
-            for _, keys in claimed:
-                for key in keys:
-                    self.queue.done(key)
+            self.queue.done_many(key for _, keys in claimed for key in keys)
         for (_, keys), row in zip(claimed, rows, strict=True):
             if row is None:
                 self.queue.add(keys[0])  # linked meanwhile: the reconcile looks again
@@ -297,8 +295,7 @@ class BatchApplier:
                 if batch := by_source[target.other]:
                     await self._create_on(target, batch)
         finally:
-            for creation in claimed:
-                self.queue.done((creation.side, creation.source.id))
+            self.queue.done_many((creation.side, creation.source.id) for creation in claimed)
 
     async def _create_on(self, target: Side, batch: Sequence[Creation]) -> None:
         chooses = self.binding.side(target).capabilities.chosen_ids

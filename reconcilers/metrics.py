@@ -6,11 +6,29 @@ never a record id.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from reconcilers.workqueue import QueueObserver
 
 _DURATIONS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class ManyHistogram(Histogram):
+    """A histogram that also takes many observations in one call, as each would land.
+
+    A batched import releases a page of a thousand keys at once, and observing each
+    one costs more than the rest of its bookkeeping. The bucket and sum values are the
+    library's own (pinned); a test holds the result to that of one call each."""
+
+    def observe_many(self, amounts: Sequence[float]) -> None:
+        self._sum.inc(sum(amounts))
+        # The first bound not below the amount: the bucket `observe` picks (the last is +Inf).
+        for index, count in Tally(bisect_left(self._upper_bounds, amount) for amount in amounts).items():
+            self._buckets[index].inc(count)
 
 
 class SyncMetrics:
@@ -44,7 +62,7 @@ class SyncMetrics:
             buckets=_DURATIONS,
             registry=registry,
         )
-        self.work_duration = Histogram(
+        self.work_duration = ManyHistogram(
             "tandem_workqueue_work_duration_seconds",
             "Time a worker holds a key.",
             ["binding"],
@@ -122,3 +140,6 @@ class _QueueMetrics:
 
     def worked(self, seconds: float) -> None:
         self._worked.observe(seconds)
+
+    def worked_many(self, seconds: Sequence[float]) -> None:
+        self._worked.observe_many(seconds)

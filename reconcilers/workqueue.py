@@ -13,7 +13,7 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -28,6 +28,7 @@ class QueueObserver(Protocol):
     def depth(self, depth: int) -> None: ...
     def waited(self, seconds: float) -> None: ...
     def worked(self, seconds: float) -> None: ...
+    def worked_many(self, seconds: Sequence[float]) -> None: ...
 
 
 class _Quiet:
@@ -36,6 +37,7 @@ class _Quiet:
     def depth(self, depth: int) -> None: ...
     def waited(self, seconds: float) -> None: ...
     def worked(self, seconds: float) -> None: ...
+    def worked_many(self, seconds: Sequence[float]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,24 @@ class WorkQueue(Generic[K]):
         started = self._processing.pop(key, None)
         if started is not None:
             self._observer.worked(self._clock() - started)
+        self._hand_out_again(key)
+
+    def done_many(self, keys: Iterable[K]) -> None:
+        """`done` for each key (a batch's page of them), their times observed together:
+        one observation at a time would cost more than the rest of a batched import's
+        bookkeeping."""
+        now = self._clock()
+        worked: list[float] = []
+        for key in keys:
+            started = self._processing.pop(key, None)
+            if started is not None:
+                worked.append(now - started)
+            self._hand_out_again(key)
+        if worked:
+            self._observer.worked_many(worked)
+
+    def _hand_out_again(self, key: K) -> None:
+        """A key added while it was processed goes back on the queue."""
         if key in self._dirty and not self._shutting_down:
             self._queue.append(key)
             self._observer.depth(len(self._queue))

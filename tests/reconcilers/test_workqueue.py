@@ -1,5 +1,7 @@
 """The work queue keeps client-go's promises; time is moved by hand."""
 
+from collections.abc import Sequence
+
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
@@ -108,3 +110,40 @@ async def test_a_claimed_key_leaves_the_queue_and_comes_back_once_if_added_meanw
     queue.add("d")
     assert await queue.get() == "d"
     assert not queue.claim("d")  # a worker has it in hand
+
+
+class Worked:
+    """Records the work times the queue observes, one call at a time or many."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.calls = 0
+
+    def added(self) -> None: ...
+    def retried(self) -> None: ...
+    def depth(self, depth: int) -> None: ...
+    def waited(self, seconds: float) -> None: ...
+
+    def worked(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+        self.calls += 1
+
+    def worked_many(self, seconds: Sequence[float]) -> None:
+        self.seconds.extend(seconds)
+        self.calls += 1
+
+
+async def test_keys_a_batch_lets_go_together_are_released_requeued_and_timed_each():
+    clock, worked = Clock(), Worked()
+    queue: WorkQueue[str] = WorkQueue(clock=clock, observer=worked)
+    assert queue.claim("a")
+    clock.now = 1.0
+    assert queue.claim("b") and queue.claim("c")
+    queue.add("b")  # reported again while the batch holds it
+    clock.now = 3.0
+    queue.done_many(["a", "b", "c", "never-claimed"])
+    assert sorted(worked.seconds) == [2.0, 2.0, 3.0]  # each key's own time, in one call
+    assert worked.calls == 1
+    assert await queue.get() == "b"  # once, after the batch let it go
+    assert len(queue) == 0
+    assert queue.claim("a") and queue.claim("c")  # released
