@@ -183,9 +183,9 @@ class BatchReading(Collection, Protocol):
 
 
 class BatchCreating(Collection, Protocol):
-    async def create_many(self, rows: Sequence[Mapping[str, JSONValue]]) -> list[Record]:
-        """Create every row, all or none, and return them in order (at most
-        `capabilities.batch_create` rows)."""
+    async def create_many(self, rows: Sequence[Mapping[str, JSONValue]]) -> list[RecordId]:
+        """Create every row, all or none, and return their new ids in order (at most
+        `capabilities.batch_create` rows): a batch needs nothing else of what it made."""
         ...
 
 

@@ -213,7 +213,7 @@ class RestCollection:
             return Record(id=RecordId(location.rstrip("/").rsplit("/", 1)[-1]), fields=dict(fields))
         raise PermanentError(f"{self.label}: create answered without an id")
 
-    async def create_many(self, rows: Sequence[Mapping[str, JSONValue]]) -> list[Record]:
+    async def create_many(self, rows: Sequence[Mapping[str, JSONValue]]) -> list[RecordId]:
         """One request to the bulk endpoint. An answer that does not hold one record with
         an id per row sent leaves every outcome unknown: the write intents settle them."""
         bulk = self.spec.bulk_create
@@ -230,7 +230,7 @@ class RestCollection:
             raise TransientError(
                 f"{self.label}: a bulk create of {len(rows)} was answered with {len(records)} records with an id"
             )
-        return records
+        return [record.id for record in records]
 
     async def update(
         self, record_id: RecordId, fields: Mapping[str, JSONValue], *, current: Record | None

@@ -290,9 +290,8 @@ class SqliteTable:
         records, _ = await self._records(sql, tuple(values.values()))
         return records[0]
 
-    async def create_many(self, rows: Sequence[Mapping[str, JSONValue]]) -> list[Record]:
-        """Create all rows in one transaction (all or none), in order. The records hold
-        the fields as written and the new id: a batch reads back nothing else.
+    async def create_many(self, rows: Sequence[Mapping[str, JSONValue]]) -> list[RecordId]:
+        """Create all rows in one transaction (all or none), in order; their new ids.
 
         One commit instead of one per row is what makes an initial import fast: on a
         rollback-journal database every commit is a sync to disk."""
@@ -300,7 +299,7 @@ class SqliteTable:
             return []
         columns = list(rows[0])
         if any(list(row) != columns for row in rows) or self.spec.id in columns:
-            return [await self.create(row) for row in rows]  # not one shape: one at a time
+            return [(await self.create(row)).id for row in rows]  # not one shape: one at a time
         values = [[encode(row[c]) for c in columns] for row in rows]
         ids: list[Any] = []
         if not self._integer_id:
@@ -314,7 +313,7 @@ class SqliteTable:
                 made = await anyio.to_thread.run_sync(self._insert_all, db, columns, values)
         except sqlite3.OperationalError as exc:
             if "rowid" in str(exc):  # a WITHOUT ROWID table: one at a time
-                return [await self.create(row) for row in rows]
+                return [(await self.create(row)).id for row in rows]
             raise translate(exc, self.label) from exc
         except _FAILURES as exc:
             raise translate(exc, self.label) from exc
@@ -322,8 +321,7 @@ class SqliteTable:
             ids = made  # the table's; else tandem chose them above
         if len(ids) != len(rows):
             raise TransientError(f"{self.label}: {len(rows)} rows inserted, {len(ids)} read back")
-        key = self.spec.id
-        return [Record(RecordId(str(new_id)), {**row, key: new_id}) for row, new_id in zip(rows, ids, strict=True)]
+        return [RecordId(str(new_id)) for new_id in ids]
 
     def _insert_all(self, db: sqlite3.Connection, columns: list[str], values: list[list[Any]]) -> list[Any]:
         """Insert the rows in one transaction, in a worker thread; returns the ids the

@@ -337,8 +337,8 @@ class BatchApplier:
         closed: set[int] = set()
         now = self._clock()
         for (creation, row, _), result in zip(todo, results, strict=True):
-            if isinstance(result, Record):
-                agreements.append((row, result.id))
+            if not isinstance(result, BaseException):
+                agreements.append((row, result))  # the new record's id
             elif isinstance(result, PermanentError):
                 # Parked as the reconcile parks: retried once the record changes.
                 source_app = creation.source if creation.side is Side.APP else None
@@ -361,15 +361,15 @@ class BatchApplier:
 
     async def _send(
         self, target: Side, payloads: list[dict[str, object]], chosen: list[RecordId | None]
-    ) -> list[Record | BaseException]:
-        """Each payload's created record, or the error of its create. Where the collection
+    ) -> list[RecordId | BaseException]:
+        """Each payload's created record's id, or the error of its create. Where the collection
         creates in batches, it gets chunks of its batch size, up to `workers` at a time."""
         collection = self.binding.side(target)
         size = collection.capabilities.batch_create
         if not size or any(chosen):
             return await self._send_each(collection, payloads, chosen)
         chunks = [payloads[start : start + size] for start in range(0, len(payloads), size)]
-        results: list[list[Record | BaseException]] = [[] for _ in chunks]
+        results: list[list[RecordId | BaseException]] = [[] for _ in chunks]
 
         async def send_chunk(index: int) -> None:
             chunk = chunks[index]
@@ -386,12 +386,12 @@ class BatchApplier:
 
     async def _send_each(
         self, collection: Collection, payloads: list[dict[str, object]], chosen: list[RecordId | None]
-    ) -> list[Record | BaseException]:
-        results: list[Record | BaseException] = [PermanentError("not sent")] * len(payloads)
+    ) -> list[RecordId | BaseException]:
+        results: list[RecordId | BaseException] = [PermanentError("not sent")] * len(payloads)
 
         async def one(index: int) -> None:
             try:
-                results[index] = await collection.create(payloads[index], record_id=chosen[index])
+                results[index] = (await collection.create(payloads[index], record_id=chosen[index])).id
             except ConnectorError as exc:
                 results[index] = exc
 

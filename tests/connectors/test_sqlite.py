@@ -71,14 +71,13 @@ async def test_a_batch_stores_every_value_as_one_create_at_a_time_does(app_db, r
     finally:
         await connection.aclose()
 
-    assert [record.fields["title"] for record in batch] == [row["title"] for row in rows]  # in order
     with sqlite3.connect(app_db) as db:
         stored = {
             row[0]: row[1:] for row in db.execute("SELECT id, title, typeof(done), done, typeof(meta), meta FROM tasks")
         }
+    assert [stored[int(made)][0] for made in batch] == [row["title"] for row in rows]  # the ids in order
     for single, made in zip(singles, batch, strict=True):
-        assert stored[int(made.id)] == stored[int(single.id)]
-        assert made.fields["id"] == int(made.id)
+        assert stored[int(made)] == stored[int(single.id)]
 
 
 async def test_an_integer_beyond_64_bits_is_refused_as_that_record_alone(app_db):
