@@ -291,13 +291,15 @@ class StateStore:
             for link in links
         ]  # fmt: skip
         sent, text = _batch_json(rows, lambda row: (row[0], row[1], row[6]))
-        keys = [(row[0], row[1]) for row in sent]
         try:
-            inserted = await self._insert_rows(_INSERT_MANY, {"binding": binding, "now": now, "rows": text}, keys)
+            inserted = await self._insert_rows(_INSERT_MANY, {"binding": binding, "now": now, "rows": text})
         finally:
             if any(link.state is LinkState.PENDING for link in links):
                 self._intents_stored += 1
-        return [inserted.get((link.app_id, link.external_id)) for link in links]
+        if len(inserted) == len(links):
+            return list(inserted)  # every one went in, in order
+        by_key = await self._rows_by_key(inserted, [(row[0], row[1]) for row in sent])
+        return [by_key.get((link.app_id, link.external_id)) for link in links]
 
     async def insert_intents_many(
         self, binding: str, intents: Sequence[Intent], *, source: Side, now: float
@@ -312,25 +314,34 @@ class StateStore:
         sent, text = _batch_json(list(intents), lambda intent: (intent[0], intent[2]))
         params = {"binding": binding, "now": now, "rows": text, "target": source.other.value}
         try:
-            inserted = await self._insert_rows(_INSERT_INTENTS[source], params, [key(intent[0]) for intent in sent])
+            inserted = await self._insert_rows(_INSERT_INTENTS[source], params)
         finally:
             self._intents_stored += 1
-        return [inserted.get(key(intent[0])) for intent in intents]
+        if len(inserted) == len(intents):
+            return list(inserted)  # every one went in, in order
+        by_key = await self._rows_by_key(inserted, [key(intent[0]) for intent in sent])
+        return [by_key.get(key(intent[0])) for intent in intents]
 
-    async def _insert_rows(
-        self, sql: str, params: dict[str, Any], keys: Sequence[tuple[str | None, str | None]]
-    ) -> dict[tuple[str | None, str | None], int]:
-        """The rows one INSERT ... SELECT over `json_each` gave the links it inserted, by
-        their (app id, external id); `keys` are those of the array's rows, in order."""
+    async def _insert_rows(self, sql: str, params: dict[str, Any]) -> range:
+        """The rows one INSERT ... SELECT over `json_each` gave the links it inserted: a
+        run of numbers, in the array's order."""
         async with self._db.execute(sql, params) as cursor:
             count, last = cursor.rowcount, cursor.lastrowid
         if count <= 0 or last is None:
+            return range(0)
+        return range(last - count + 1, last + 1)
+
+    async def _rows_by_key(
+        self, inserted: range, keys: Sequence[tuple[str | None, str | None]]
+    ) -> dict[tuple[str | None, str | None], int]:
+        """The `inserted` rows by their (app id, external id); `keys` are those of the
+        array's rows, in order."""
+        if not inserted:
             return {}
-        first = last - count + 1
-        if count == len(keys):
-            return {key: first + index for index, key in enumerate(keys)}
+        if len(inserted) == len(keys):
+            return dict(zip(keys, inserted, strict=True))
         # Some were left out (an id linked already): which went in, by their numbers.
-        [(found,)] = await self._fetch(_INSERTED, (first, last))
+        [(found,)] = await self._fetch(_INSERTED, (inserted[0], inserted[-1]))
         return {(app_id, external_id): row for row, app_id, external_id in json.loads(found)}
 
     async def settle_many(self, agreements: Sequence[Agreement], *, created_on: Side, now: float) -> list[int]:
