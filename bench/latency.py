@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,28 @@ def watch_app_rows(workdir: Path) -> None:
             "CREATE TRIGGER IF NOT EXISTS bench_seen_update AFTER UPDATE OF title ON tasks BEGIN"
             " INSERT INTO bench_seen VALUES (NEW.title, (julianday('now') - 2440587.5) * 86400.0); END"
         )
+
+
+def last_changes_landed(workdir: Path, url: str, changes: int) -> Callable[[], bool]:
+    """Has each record's last change reached the other side? Then every earlier change
+    has landed or been superseded, and waiting longer measures nothing more."""
+    recent = range(max(0, changes - RECORDS), changes)
+    to_external = {f"a-{n}" for n in recent}
+    to_app = {f"e-{n}" for n in recent}
+
+    def landed() -> bool:
+        external = {r["title"] for r in httpx.get(f"{url}/tasks", params={"_limit": 1000}).json()}
+        with sqlite3.connect(workdir / "app.db") as db:
+            app = {title for (title,) in db.execute("SELECT title FROM tasks")}
+        return to_external <= external and to_app <= app
+
+    return landed
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while not condition() and time.perf_counter() < deadline:
+        time.sleep(0.1)
 
 
 async def drive(
@@ -161,7 +184,9 @@ def run_mode(url: str, *, webhooks: bool, rate: float, duration: float) -> dict[
                 sent = asyncio.run(
                     drive(workdir, url, f"http://127.0.0.1:{port}", webhooks=webhooks, rate=rate, duration=duration)
                 )
-                time.sleep(2 if webhooks else 12)  # let the last changes land
+                changes = int(rate * duration)
+                landed = last_changes_landed(workdir, url, changes)
+                wait_until(landed, timeout=2 if webhooks else 12)  # the longest to wait for a straggler
             finally:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=60)
