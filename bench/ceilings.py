@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from reconcilers.state import open_state
+
 PAGE = 1000
 
 
@@ -66,27 +68,18 @@ async def import_ceiling(url: str, db_path: str) -> dict[str, Any]:
 
 
 CANONICAL: dict[str, Any] = {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False}
-# The link table as tandem keeps it: the same columns a create's intent and its settle
-# touch, the same three indexes, WAL with synchronous NORMAL.
-LINKS = (
-    "CREATE TABLE links (row INTEGER PRIMARY KEY, binding TEXT NOT NULL, app_id TEXT, external_id TEXT,"
-    " state TEXT NOT NULL, base TEXT, intent_side TEXT, intent_values TEXT, synced_at REAL, updated_at REAL NOT NULL)",
-    "CREATE UNIQUE INDEX links_app ON links (binding, app_id) WHERE app_id IS NOT NULL",
-    "CREATE UNIQUE INDEX links_external ON links (binding, external_id) WHERE external_id IS NOT NULL",
-    "CREATE INDEX links_state ON links (binding, state)",
-)
 
 
 async def import_linked_ceiling(url: str, db_path: str, state_path: str) -> dict[str, Any]:
     """The import ceiling plus the least a crash-safe sync must store per page: each
     record's intent (its values, before the create), then the link settled with the new
-    id and the values as its base. One thread, one statement per step, nothing else."""
+    id and the values as its base. One thread, one statement per step, nothing else, on
+    tandem's own state schema (made by opening it as tandem does, before the clock starts)."""
+    async with open_state(state_path):
+        pass  # WAL, and the link table with its indexes
     db = sqlite3.connect(db_path)
     state = sqlite3.connect(state_path, isolation_level=None)
-    state.execute("PRAGMA journal_mode = WAL")
-    state.execute("PRAGMA synchronous = NORMAL")
-    for statement in LINKS:
-        state.execute(statement)
+    state.execute("PRAGMA synchronous = NORMAL")  # tandem's, set per connection
     started = time.perf_counter()
     count, calls = 0, 0
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
