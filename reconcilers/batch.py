@@ -281,12 +281,12 @@ class BatchApplier:
     # --- creating ----------------------------------------------------------------
 
     async def _create(self, creations: Sequence[Creation]) -> None:
-        claimed: list[Creation] = []
+        claimed: list[Key] = []
         by_source: dict[Side, list[Creation]] = {side: [] for side in Side}
         for creation in creations:
             key = (creation.side, creation.source.id)
             if self._claim(key):
-                claimed.append(creation)
+                claimed.append(key)
                 by_source[creation.side].append(creation)
             else:
                 self.queue.add(key)  # a worker has it: it looks again after
@@ -295,7 +295,7 @@ class BatchApplier:
                 if batch := by_source[target.other]:
                     await self._create_on(target, batch)
         finally:
-            self.queue.done_many((creation.side, creation.source.id) for creation in claimed)
+            self.queue.done_many(claimed)
 
     async def _create_on(self, target: Side, batch: Sequence[Creation]) -> None:
         chooses = self.binding.side(target).capabilities.chosen_ids
