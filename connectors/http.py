@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import ssl
 import time
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx
+import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from connectors.base import (
@@ -37,13 +39,17 @@ from connectors.base import (
 )
 from connectors.ratelimit import RateLimiter
 
+log = structlog.get_logger(__name__)
+
 MAX_INLINE_WAIT = 10.0
 """A Retry-After longer than this is not slept through inside one request: the key is
 requeued for later instead, so a worker is not held for minutes."""
 
 
-MAX_BACKOFF = 600.0
-"""The longest pause a server's `backoff_header` can impose on a connection."""
+MAX_PAUSE = 600.0
+"""The longest pause a server's `backoff_header` or `Retry-After` can impose on a
+connection: a bogus value (`inf`, `1e300`, a date in the year 9999) would otherwise stop
+every request of the connection for good while its probes say healthy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,23 +66,27 @@ class HttpSettings:
     backoff_header: str | None = None
     """A header by which the server asks clients to slow down for so many seconds even on
     success (Kinto's `Backoff`): honoured like a `Retry-After` for the whole connection."""
+    max_pause: float = MAX_PAUSE
+    """The most a `Retry-After` or `backoff_header` may pause the connection, in seconds."""
 
 
 def retry_after_seconds(response: httpx.Response, *, now: float | None = None) -> float | None:
-    """`Retry-After` as seconds from now (delta-seconds or an HTTP date), if present."""
+    """What the server's `Retry-After` asks for in seconds from now (delta-seconds or an
+    HTTP date), uncapped; None where it says nothing usable (absent, garbled, NaN)."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - (now if now is not None else time.time())
+        except (TypeError, ValueError, OverflowError):
+            return None
+    if math.isnan(seconds):
         return None
-    return max(0.0, moment.timestamp() - (now if now is not None else time.time()))
+    return max(0.0, seconds)
 
 
 def json_body(response: httpx.Response, label: str) -> Any:
@@ -254,14 +264,14 @@ class HttpClient:
             return response
         message = f"{self.name}: HTTP {status} {method} {path}"
         if status == 429:
-            wait = retry_after_seconds(response)
+            wait = self._retry_after(response, method=method, path=path)
             self._limiter.pause(wait if wait is not None else self.settings.backoff_base)
             if wait is not None and wait > MAX_INLINE_WAIT:
                 # Give the worker back; the key is requeued after the server's delay.
                 raise _NoInlineRetry(message, retry_after=wait)
             raise RateLimitedError(message, retry_after=wait)
         if status >= 500 or status == 408:
-            raise TransientError(message, retry_after=retry_after_seconds(response))
+            raise TransientError(message, retry_after=self._retry_after(response, method=method, path=path))
         if status == 404:
             raise NotFoundError(message)
         if status in (401, 403):
@@ -270,13 +280,25 @@ class HttpClient:
             raise ConflictError(message + describe(response))
         raise PermanentError(message + describe(response))
 
+    def _retry_after(self, response: httpx.Response, *, method: str, path: str) -> float | None:
+        asked = retry_after_seconds(response)
+        cap = self.settings.max_pause
+        if asked is not None and asked > cap:
+            log.warning(
+                "http.retry_after_capped", connection=self.name, method=method, path=path,
+                asked=response.headers.get("Retry-After", "")[:40], waiting=cap,
+            )  # fmt: skip
+        return None if asked is None else min(asked, cap)
+
     def _honour_backoff(self, response: httpx.Response) -> None:
         name = self.settings.backoff_header
         value = response.headers.get(name) if name else None
         if value is None:
             return
         with contextlib.suppress(ValueError):  # not a number of seconds: nothing to honour
-            self._limiter.pause(min(max(0.0, float(value)), MAX_BACKOFF))
+            seconds = float(value)
+            if not math.isnan(seconds):
+                self._limiter.pause(min(max(0.0, seconds), self.settings.max_pause))
 
     def _observe(self, method: str, code: str, started: float) -> None:
         self._observer(RequestInfo(self.name, method, code, time.perf_counter() - started))

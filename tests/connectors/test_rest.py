@@ -154,6 +154,23 @@ async def test_long_retry_after_is_not_slept_inside_a_request():
     assert caught.value.retry_after == 120
 
 
+@pytest.mark.parametrize("bogus", ["inf", "1e300", "999999999", "Fri, 31 Dec 9999 23:59:59 GMT"])
+async def test_a_bogus_retry_after_pauses_the_connection_no_longer_than_its_cap(bogus):
+    async with sample_app() as url:
+        await inject(url, status=429, retry_after=bogus, count=1, methods=["GET"])
+        connection = RestConnection("tasks", HttpSettings(base_url=url, retries=0, backoff_base=0.01, max_pause=0.5))
+        await connection.open()
+        try:
+            tasks = connection.collection(RestCollectionSpec(path="/tasks"))
+            with pytest.raises(RateLimitedError) as caught:
+                await tasks.list_page(None)
+            assert caught.value.retry_after == 0.5
+            with anyio.fail_after(5):  # the connection resumes once the cap has passed
+                assert (await tasks.list_page(None)).records == []
+        finally:
+            await connection.aclose()
+
+
 async def test_5xx_is_retried_then_transient():
     async with sample_app() as url:
         await inject(url, status=503, count=2)
