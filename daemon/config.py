@@ -106,6 +106,7 @@ class WebhookConfig(_Strict):
     timestamp_header: str | None = None
     tolerance: Duration = 300.0
     max_body: Annotated[int, Field(ge=1)] = 1_048_576
+    max_ids: Annotated[int, Field(ge=1, le=100_000)] = 100
 
 
 class NotifyConfig(_Strict):

@@ -15,8 +15,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from connectors.base import RecordId
+from daemon.jsonbody import load_json
 from daemon.logs import Redactor
 from daemon.metrics import Metrics
 from daemon.status import binding_status, link_json
@@ -178,7 +180,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(app: Starlette, sock: socket.socket, *, task_status: TaskStatus[uvicorn.Server]) -> None:
+async def serve(app: ASGIApp, sock: socket.socket, *, task_status: TaskStatus[uvicorn.Server]) -> None:
     """Serve on an already bound socket; hands back the server (set should_exit to stop)."""
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
     server = _Server(config)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from connectors.base import RecordId
+from daemon.jsonbody import load_json
 from reconcilers.controller import Controller
 from reconcilers.model import Side
 
@@ -38,6 +38,10 @@ class WebhookSpec:
     timestamp_header: str | None = None
     tolerance: float = 300.0
     max_body: int = 1_048_576
+    max_ids: int = 100
+    """A notification naming more ids than this is taken as "this side changed": one look
+    at its changes (the feed, or a resync) instead of a read per id, so one request cannot
+    cause thousands of upstream requests."""
 
 
 def sign(secret: str, body: bytes, *, timestamp: str | None = None) -> str:
@@ -111,12 +115,15 @@ class WebhookIntake:
         if problem is not None:
             return self._answer(name, side, "unauthorized", 401, problem)
         try:
-            payload = json.loads(body) if body.strip() else {}
-        except ValueError:
-            return self._answer(name, side, "invalid", 400, "body is not JSON")
+            payload = load_json(body) if body.strip() else {}
+        except ValueError as exc:
+            return self._answer(name, side, "invalid", 400, f"body is not usable JSON: {exc}")
         ids = ids_in(payload, spec.ids)
+        if ids is not None and len(ids) > spec.max_ids:
+            log.warning("webhook.too_many_ids", binding=name, side=side.value, ids=len(ids), max_ids=spec.max_ids)
+            ids = None
         if ids is None:
-            controller.poke(side)  # names nothing: look at that side's changes now
+            controller.poke(side)  # names nothing (or too much): look at that side's changes now
         else:
             for record_id in ids:
                 controller.enqueue((side, record_id))
