@@ -20,6 +20,7 @@ import httpx
 import structlog
 
 from connectors.base import ConfigurationError, ConnectorError
+from daemon.apiauth import resolve_token, token_file
 from daemon.config import BindingsFile, ConfigError, load_config
 from daemon.lifecycle import run_daemon
 from daemon.logs import Redactor, configure_logging
@@ -79,18 +80,23 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     stream = sys.stdout if args.command == "run" else sys.stderr
     configure_logging(level=settings.log_level, fmt=settings.log_format, stream=stream)
+    api_token: str | None = None
     try:
         config, secrets = (None, set()) if args.command == "resync" else load_config(settings.config)
+        if args.command in ("run", "resync"):
+            api_token = resolve_token(settings, create=args.command == "run")
     except ConfigError as exc:
         print(f"tandem: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if api_token is not None:
+        secrets = {*secrets, api_token}
     configure_logging(level=settings.log_level, fmt=settings.log_format, stream=stream, secrets=secrets)
     handlers: dict[str, Callable[[], Awaitable[int]]] = {
-        "run": lambda: _run(settings, config, secrets),
+        "run": lambda: _run(settings, config, secrets, api_token),
         "plan": lambda: _plan(settings, config, binding=args.binding, as_json=as_json),
         "status": lambda: _status(settings, config, as_json=as_json, redactor=Redactor(secrets)),
         "check": lambda: _check(config),
-        "resync": lambda: _resync(settings, binding=args.binding, allow=args.allow_deletes),
+        "resync": lambda: _resync(settings, api_token, binding=args.binding, allow=args.allow_deletes),
         "changelog": lambda: _changelog(config, action=args.action, binding=args.binding),
     }
     try:
@@ -118,8 +124,9 @@ def _need(config: BindingsFile | None) -> BindingsFile:
     return config
 
 
-async def _run(settings: Settings, config: BindingsFile | None, secrets: set[str]) -> int:
-    await run_daemon(settings, _need(config), redactor=Redactor(secrets))
+async def _run(settings: Settings, config: BindingsFile | None, secrets: set[str], api_token: str | None) -> int:
+    assert api_token is not None
+    await run_daemon(settings, _need(config), redactor=Redactor(secrets), api_token=api_token)
     return EXIT_OK
 
 
@@ -187,13 +194,20 @@ async def _check(config: BindingsFile | None) -> int:
     return EXIT_OK
 
 
-async def _resync(settings: Settings, *, binding: str | None, allow: bool) -> int:
+async def _resync(settings: Settings, api_token: str | None, *, binding: str | None, allow: bool) -> int:
     base = f"http://{settings.http_addr}"
+    if api_token is None:
+        raise _Failure(
+            f"no admin API token: set TANDEM_API_TOKEN, or run where {token_file(settings)} (written by"
+            " `tandem run`) can be read"
+        )
+    headers = {"Authorization": f"Bearer {api_token}"}
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=10, headers=headers) as client:
             if binding is None:
-                listing = (await client.get("/api/bindings")).json()
-                names = [b["name"] for b in listing["bindings"]]
+                listing = await client.get("/api/bindings")
+                _refused_token(listing, settings)
+                names = [b["name"] for b in listing.json()["bindings"]]
             else:
                 names = [binding]
             for name in names:
@@ -201,11 +215,17 @@ async def _resync(settings: Settings, *, binding: str | None, allow: bool) -> in
                 response = await client.post(f"/api/bindings/{name}/resync", params=params)
                 if response.status_code == 404:
                     raise ConfigError(f"no binding named {name!r} in the running daemon")
+                _refused_token(response, settings)
                 response.raise_for_status()
                 print(f"resync requested: {name}" + (" (deletes allowed)" if allow else ""))
     except httpx.HTTPError as exc:
         raise _Failure(f"cannot reach tandem at {settings.http_addr}: {type(exc).__name__}") from exc
     return EXIT_OK
+
+
+def _refused_token(response: httpx.Response, settings: Settings) -> None:
+    if response.status_code == 401:
+        raise _Failure(f"tandem at {settings.http_addr} refused the admin API token (TANDEM_API_TOKEN)")
 
 
 async def _changelog(config: BindingsFile | None, *, action: str, binding: str | None) -> int:

@@ -99,9 +99,9 @@ def build_app(
         if controller is None:
             return _error(404, "no such binding")
         try:
-            body: Any = await request.json()
-        except ValueError:
-            return _error(400, "body must be JSON")
+            body: Any = load_json(await request.body())
+        except ValueError as exc:
+            return _error(400, f"body must be JSON: {exc}")
         if not isinstance(body, dict) or not all(
             isinstance(body.get(k), str | int) and body.get(k) != "" for k in ("app_id", "external_id")
         ):

@@ -15,6 +15,7 @@ import anyio
 import structlog
 import uvicorn
 
+from daemon.apiauth import Access, AccessGuard
 from daemon.config import BindingsFile
 from daemon.heap import tune_collector
 from daemon.http import bind, build_app, serve
@@ -52,7 +53,7 @@ async def _watch_signals(stopping: anyio.Event, scope: anyio.CancelScope) -> Non
             stopping.set()
 
 
-async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Redactor) -> None:
+async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Redactor, api_token: str) -> None:
     metrics = Metrics()
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(state_lock(settings.state, wait=STATE_LOCK_WAIT))
@@ -81,7 +82,8 @@ async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Reda
         sock = bind(settings.host, settings.port)
         stack.callback(sock.close)
         intake = WebhookIntake(controllers, webhook_specs(config), metrics.registry)
-        app = build_app(controllers=controllers, store=store, metrics=metrics, redactor=redactor, webhooks=intake)
+        routes = build_app(controllers=controllers, store=store, metrics=metrics, redactor=redactor, webhooks=intake)
+        app = AccessGuard(routes, Access.for_settings(settings, api_token))
         stopping = anyio.Event()
         signals, watchdog = anyio.CancelScope(), anyio.CancelScope()
         async with anyio.create_task_group() as root:

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     """The state database (SQLite): links, cursors, conflicts, write intents."""
     http_addr: Annotated[str, AfterValidator(_host_port)] = "127.0.0.1:8787"
     """host:port the HTTP server (metrics, health, admin API) listens on."""
+    http_hosts: str = ""
+    """More host names requests may name in `Host` (comma-separated), beyond the address's own."""
+    api_token: SecretStr | None = None
+    """The admin API's bearer token; unset: read from (or made in) `api_token_file`."""
+    api_token_file: Path | None = None
+    """Where the admin API token is kept; unset: beside the state database (`<state>.api-token`)."""
     workers: Annotated[int, Field(ge=1, le=256)] = 8
     """Concurrent reconciles per binding."""
     poll_interval: Duration = 5.0

@@ -130,7 +130,7 @@ async def test_link_api_reads_pairs_and_unlinks(daemon, external, app_db):
         return await ext_records(external)
 
     (record,) = await eventually(pushed, what="the push")
-    async with httpx.AsyncClient(base_url=daemon.url) as client:
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.api_headers) as client:
         link = (await client.get("/api/bindings/tasks/links", params={"app_id": "1"})).json()
         assert link["external_id"] == str(record["id"])
         assert link["state"] == "synced"

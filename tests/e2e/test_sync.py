@@ -214,7 +214,7 @@ async def test_no_secret_reaches_the_output(daemon: Daemon, external: str, app_d
         return "bad request from Bearer ***" in daemon.command("status").stdout
 
     await eventually(parked, what="the refused record parked, its error masked")
-    async with httpx.AsyncClient(base_url=daemon.url) as client:
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.api_headers) as client:
         api_outputs = [(await client.get("/api/bindings")).text]
         for app_id in ("1", "2"):
             api_outputs.append((await client.get("/api/bindings/tasks/links", params={"app_id": app_id})).text)
@@ -281,7 +281,7 @@ async def test_an_ambiguous_match_waits_for_an_operator(daemon: Daemon, external
     await eventually(parked, what="all three records parked as ambiguous")
     assert "records match on title" in daemon.command("status").stdout
     assert len(await ext_records(external)) == 2  # nothing was created or paired by guess
-    async with httpx.AsyncClient(base_url=daemon.url) as client:
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.api_headers) as client:
         response = await client.put(
             "/api/bindings/tasks/links", json={"app_id": "1", "external_id": str(twins[0]["id"])}
         )

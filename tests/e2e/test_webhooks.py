@@ -11,7 +11,7 @@ import pytest
 from daemon.webhooks import sign
 from tests.e2e.test_sync import ext_records
 from tests.support.daemon import AppDb, Daemon, bindings_toml, eventually
-from tests.support.servers import seed
+from tests.support.servers import request_counts, seed
 
 pytestmark = pytest.mark.anyio
 
@@ -162,3 +162,40 @@ async def test_an_app_side_webhook_reads_the_change_log_at_once(tmp_path, extern
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+async def test_deeply_nested_json_is_a_clear_400_and_the_daemon_goes_on(hooked, external, app_db):
+    await hooked.start()
+    deep = b"[" * 5000 + b"]" * 5000
+    async with httpx.AsyncClient(base_url=hooked.url) as client:
+        hook = await client.post(
+            "/webhooks/tasks", content=deep, headers={"X-Tandem-Signature": sign(HOOK_SECRET, deep)}
+        )
+        assert hook.status_code == 400
+        assert "nested deeper" in hook.json()["error"]
+        link = await client.put("/api/bindings/tasks/links", content=deep, headers=hooked.api_headers)
+        assert link.status_code == 400
+        assert "nested deeper" in link.json()["error"]
+        assert (await client.get("/healthz")).status_code == 200
+    assert hooked.stop() == 0
+
+
+async def test_a_webhook_naming_thousands_of_ids_costs_one_look_not_a_read_each(hooked, external, app_db):
+    await hooked.start()
+    await eventually(lambda: _resynced(hooked), what="the start-up resync")
+    adds = await _metric(hooked, 'tandem_workqueue_adds_total{binding="tasks"}')
+    before = (await request_counts(external)).get("GET tasks", 0)
+    assert await notify(hooked, {"data": {"id": list(range(100_000, 105_000))}}) == 202
+    # The ids are put on the queue before the answer: none were.
+    assert await _metric(hooked, 'tandem_workqueue_adds_total{binding="tasks"}') == adds
+
+    async def looked() -> int:
+        return (await request_counts(external)).get("GET tasks", 0) - before
+
+    assert await eventually(looked, what="one look at the external changes") < 10
+    assert any(line.get("event") == "webhook.too_many_ids" for line in hooked.log_lines())
+    assert hooked.stop() == 0
+
+
+async def _resynced(daemon: Daemon) -> bool:
+    return any(line.get("event") == "resync.done" for line in daemon.log_lines())

@@ -99,6 +99,7 @@ note = "note"
 
 
 SECRET = "tok-e2e-5ecret-value"
+API_TOKEN = "api-e2e-0123456789abcdef"
 
 
 class Daemon:
@@ -119,8 +120,14 @@ class Daemon:
             "TANDEM_LOG_FORMAT": "json",
             "TANDEM_LOG_LEVEL": "debug",
             "TASKS_TOKEN": SECRET,
+            "TANDEM_API_TOKEN": API_TOKEN,
             **(env or {}),
         }
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """What the admin API asks of a caller."""
+        return {"Authorization": f"Bearer {self.env['TANDEM_API_TOKEN']}"}
 
     def command(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
