@@ -173,7 +173,8 @@ class FieldConfig(_Strict):
 
 class DeleteGuardConfig(_Strict):
     max_fraction: Annotated[float, Field(ge=0, le=1)] = 0.25
-    min_count: Annotated[int, Field(ge=0)] = 20
+    min_count: Annotated[int, Field(ge=0)] = 3
+    window: Duration = 600.0
 
 
 class BindingConfig(_Strict):

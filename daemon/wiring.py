@@ -49,9 +49,7 @@ def policy_of(config: BindingConfig) -> Policy:
         conflict=config.conflict,
         creates=config.creates,
         deletes=config.deletes,
-        delete_guard=DeleteGuard(
-            max_fraction=config.delete_guard.max_fraction, min_count=config.delete_guard.min_count
-        ),
+        delete_guard=DeleteGuard(**config.delete_guard.model_dump()),
     )
 
 

@@ -14,7 +14,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import cast
 
@@ -26,11 +26,12 @@ from connectors.base import BatchReading, ConnectorError, PushingCollection, Rec
 from reconcilers.batch import BatchApplier
 from reconcilers.binding import Binding
 from reconcilers.events import events_for
+from reconcilers.guard import DeletionGuard
 from reconcilers.metrics import SyncMetrics
 from reconcilers.model import Op, Side
 from reconcilers.observe import Key, Observation
 from reconcilers.plan import Write
-from reconcilers.reconcile import Outcome, Reconciler, Result
+from reconcilers.reconcile import DELETE_HELD, Outcome, Reconciler, Result
 from reconcilers.resync import Observed, observe
 from reconcilers.state import BindingState, StateStore, state_busy
 from reconcilers.workqueue import WorkQueue
@@ -77,7 +78,10 @@ class Controller:
         self.queue: WorkQueue[Key] = WorkQueue(observer=metrics.queue_observer(binding.name))
         self._write_counters: dict[tuple[Side, Op], Counter] = {}
         self._reported: set[Key] = set()  # keys a feed or webhook reported and not yet reconciled
-        self.reconciler = Reconciler(binding, store, on_write=self._count_write, reported=self._reported.__contains__)
+        self.guard = DeletionGuard(binding.policy.delete_guard)
+        self.reconciler = Reconciler(
+            binding, store, on_write=self._count_write, reported=self._reported.__contains__, guard=self.guard
+        )
         self._batch = BatchApplier(
             binding, store, self.queue, workers=timing.workers, clock=time.time, on_writes=self._count_writes
         )
@@ -173,6 +177,8 @@ class Controller:
                 self._echoes.inc()  # a change notification that found both sides agreeing
             if self._outbox is not None and isinstance(result, Result):
                 await self._notify(result)
+            if isinstance(result, Result) and result.action == DELETE_HELD:
+                await self._record_held(key)
             self._settle(key, result, seconds=time.perf_counter() - started)
 
     async def _reconcile(self, key: Key, *, reported: bool = False) -> Result | BaseException:
@@ -296,7 +302,12 @@ class Controller:
                 allow_deletes=allow_deletes,
                 # With an outbox, events for the app are the reconcile's to make, one by one.
                 batch=self._batch.session if self._outbox is None else None,
+                too_many=self.guard.blocks,
             )
+            if allow_deletes:
+                self.guard.grant(len(observed.work.deletions))
+            elif not observed.blocked and observed.complete:
+                self.guard.clear_held()
             # Older sightings are dropped (their keys fall back to a read), and so are this
             # resync's sightings of keys a change feed reported while the listings ran.
             self.reconciler.observations.clear()
@@ -310,10 +321,29 @@ class Controller:
             await self._record_resync(observed, seconds=time.perf_counter() - started)
             return observed
 
+    async def _record_held(self, key: Key) -> None:
+        """A deletion a feed or webhook reported was held back by the guard."""
+        self.metrics.deletes_blocked.labels(self.name).inc()
+        log.warning(
+            "reconcile.delete_held", binding=self.name, side=key[0].value, id=key[1], held=self.guard.held,
+            hint=f"tandem resync --binding {self.name} --allow-deletes",
+        )  # fmt: skip
+        try:
+            previous = await self.store.binding_state(self.name)
+            held = max(previous.deletes_blocked, self.guard.held)
+            await self.store.set_binding_state(
+                self.name, replace(previous, deletes_blocked=held, blocked_at=previous.blocked_at or time.time())
+            )
+        except sqlite3.OperationalError as exc:
+            if not state_busy(exc):
+                raise
+            log.warning("reconcile.delete_held_not_stored", binding=self.name, error=str(exc))
+
     async def _record_resync(self, observed: Observed, *, seconds: float) -> None:
         now = time.time()
         previous = await self.store.binding_state(self.name)
         blocked = len(observed.blocked)
+        held = max(blocked, self.guard.held)  # the resync's own, or those held one at a time
         if blocked:
             self.metrics.deletes_blocked.labels(self.name).inc()
             log.warning(
@@ -324,8 +354,8 @@ class Controller:
         await self.store.set_binding_state(
             self.name,
             BindingState(
-                deletes_blocked=blocked,
-                blocked_at=(previous.blocked_at or now) if blocked else None,
+                deletes_blocked=held,
+                blocked_at=(previous.blocked_at or now) if held else None,
                 last_resync_at=now if observed.complete else previous.last_resync_at,
                 last_resync_result=result,
             ),

@@ -80,12 +80,19 @@ class FieldMap:
 
 @dataclass(frozen=True, slots=True)
 class DeleteGuard:
-    """A resync deleting more than both `max_fraction` of the links and `min_count` waits."""
+    """Deletions within `window` seconds, from every path (resyncs, change feeds, webhooks),
+    wait for an operator once they are more than `min_count` and more than `max_fraction`
+    of the links, or, unless `max_fraction` is 1 (any share may go), once they would
+    delete every link of a binding that has two or more."""
 
     max_fraction: float = 0.25
-    min_count: int = 20
+    min_count: int = 3
+    window: float = 600.0
 
     def blocks(self, deletes: int, links: int) -> bool:
+        """Would `deletes` deletions out of `links` links (counted before any of them) be too many?"""
+        if deletes >= links >= 2 and self.max_fraction < 1:
+            return True  # a side emptied whole: the shape of a broken listing or a wiped table
         return deletes > self.min_count and deletes > self.max_fraction * links
 
 

@@ -28,6 +28,7 @@ from connectors.base import (
 )
 from reconcilers.binding import Binding
 from reconcilers.canonical import Canon
+from reconcilers.guard import DeletionGuard
 from reconcilers.intents import INTENT_WINDOW, Settled, could_have_made, settle_intent
 from reconcilers.locks import PairLocks
 from reconcilers.mapping import MappingError, match_key, match_values, matching, native, view
@@ -40,6 +41,10 @@ log = structlog.get_logger(__name__)
 
 PENDING_RECHECK = 0.05
 """How soon to look again at a record that may be the fruit of a create still in flight."""
+
+
+DELETE_HELD = "delete-held"
+"""The action of a reconcile whose deletion the mass-delete guard held back."""
 
 
 class Outcome(enum.StrEnum):
@@ -109,10 +114,13 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         on_write: Callable[[Write], None] = lambda write: None,
         reported: Callable[[Key], bool] = lambda key: False,
+        guard: DeletionGuard | None = None,
     ) -> None:
         """`reported` says whether a change source reported a key that waits for its own
-        reconcile: a pair's reconcile leaves that key's sighting to it."""
+        reconcile: a pair's reconcile leaves that key's sighting to it. `guard` is the
+        binding's mass-delete guard, which every deletion passes."""
         self.binding = binding
+        self.guard = guard if guard is not None else DeletionGuard(binding.policy.delete_guard)
         self.store = store
         self._clock = clock
         self._on_write = on_write
@@ -368,6 +376,9 @@ class Reconciler:
     async def _apply(self, decided: Plan, scene: _Scene) -> Result:
         if decided.is_noop:
             return self._result(Outcome.SUCCESS, decided.reason, scene)
+        if any(write.op is Op.DELETE for write in decided.writes):
+            if not self.guard.admit(links=await self.store.link_count(self.binding.name)):
+                return self._result(Outcome.SUCCESS, DELETE_HELD, scene)
         try:
             for write in decided.writes:
                 await self._write(write, scene)

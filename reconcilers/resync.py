@@ -146,10 +146,12 @@ async def observe(
     policy: Policy,
     allow_deletes: bool,
     batch: Batch | None = None,
+    too_many: Callable[[int, int], bool] | None = None,
 ) -> Observed:
     """List both sides, classify, and apply the mass-delete guard. A `batch` path is
     offered the unlinked records' work a page at a time (it never holds a deletion), and
-    is done before the listings are dropped.
+    is done before the listings are dropped. `too_many(deletes, links)` is the mass-delete
+    guard (the binding's rule alone, where no running guard counts recent deletions).
 
     An import skips the stored listing: where no link existed when the resync began and
     one side's listing has completed empty, every record the other side lists from then
@@ -184,7 +186,8 @@ async def observe(
         work.extend(decided)
     links = await store.link_count(name)
     blocked: tuple[Key, ...] = ()
-    guarded = not allow_deletes and policy.delete_guard.blocks(len(work.deletions), links)
+    too_many = too_many or policy.delete_guard.blocks
+    guarded = not allow_deletes and too_many(len(work.deletions), links)
     if work.deletions and guarded:
         blocked = tuple(work.deletions)
         held = set(blocked)

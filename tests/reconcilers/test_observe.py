@@ -2,6 +2,8 @@
 
 from connectors.base import Record, RecordId
 from reconcilers.canonical import fingerprint
+import pytest
+
 from reconcilers.model import DeleteGuard, FieldMap, Flow, LinkDigest, LinkState, Policy, Side
 from reconcilers.observe import Listing, classify
 
@@ -110,8 +112,21 @@ def test_unlinked_records_pair_by_match_only_when_unique():
     assert ambiguous.twin is None and not ambiguous.twin_known
 
 
-def test_guard_blocks_beyond_both_thresholds():
-    guard = DeleteGuard(max_fraction=0.25, min_count=20)
-    assert not guard.blocks(20, 40)  # not more than min_count
-    assert not guard.blocks(21, 100)  # not more than a quarter
-    assert guard.blocks(26, 100)
+@pytest.mark.parametrize(
+    ("deletes", "links", "blocked"),
+    [
+        pytest.param(3, 40, False, id="not-more-than-min-count"),
+        pytest.param(9, 40, False, id="not-more-than-a-quarter"),
+        pytest.param(11, 40, True, id="more-than-both"),
+        pytest.param(20, 20, True, id="a-small-table-wiped"),
+        pytest.param(2, 2, True, id="every-link-of-two"),
+        pytest.param(1, 1, False, id="the-only-link"),
+        pytest.param(1, 2, False, id="one-of-two"),
+    ],
+)
+def test_the_default_guard_protects_small_tables_too(deletes, links, blocked):
+    assert DeleteGuard().blocks(deletes, links) is blocked
+
+
+def test_a_guard_allowing_any_share_never_blocks():
+    assert not DeleteGuard(max_fraction=1.0, min_count=0).blocks(20, 20)
