@@ -376,9 +376,9 @@ class Reconciler:
     async def _apply(self, decided: Plan, scene: _Scene) -> Result:
         if decided.is_noop:
             return self._result(Outcome.SUCCESS, decided.reason, scene)
-        if any(write.op is Op.DELETE for write in decided.writes):
-            if not self.guard.admit(links=await self.store.link_count(self.binding.name)):
-                return self._result(Outcome.SUCCESS, DELETE_HELD, scene)
+        deleting = any(write.op is Op.DELETE for write in decided.writes)
+        if deleting and not self.guard.admit(links=await self.store.link_count(self.binding.name)):
+            return self._result(Outcome.SUCCESS, DELETE_HELD, scene)
         try:
             for write in decided.writes:
                 await self._write(write, scene)

@@ -1,9 +1,9 @@
 """What a resync decides to look at, from two listings and the links."""
 
-from connectors.base import Record, RecordId
-from reconcilers.canonical import fingerprint
 import pytest
 
+from connectors.base import Record, RecordId
+from reconcilers.canonical import fingerprint
 from reconcilers.model import DeleteGuard, FieldMap, Flow, LinkDigest, LinkState, Policy, Side
 from reconcilers.observe import Listing, classify
 
