@@ -123,6 +123,11 @@ class Capabilities:
     """`create` takes the id tandem chose, and a create sent twice makes one record."""
     batch_create: int = 0
     """How many rows one `create_many` may hold (0: the collection has none)."""
+    listing_is_proof: bool = False
+    """A listing that completes is the whole collection (one database query), so a record
+    it does not hold does not exist. An API's listing can answer `[]` or cut a page short
+    while its records exist: there a create is looked up first, never resting on what a
+    listing did not show."""
 
 
 class Collection(Protocol):

@@ -213,7 +213,7 @@ class PostgresTable:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(change_feed=True, push=True)
+        return Capabilities(change_feed=True, push=True, listing_is_proof=True)
 
     async def watch(self, wake: Callable[[], None]) -> None:
         await self._connection.listen(wake)

@@ -188,7 +188,7 @@ class SqliteTable:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(change_feed=True, batch_create=BATCH_ROWS)
+        return Capabilities(change_feed=True, batch_create=BATCH_ROWS, listing_is_proof=True)
 
     async def check(self) -> None:
         """The table exists and has the id and every mapped column."""

@@ -29,7 +29,7 @@ from connectors.base import BatchCreating, Collection, ConnectorError, Permanent
 from reconcilers.binding import Binding
 from reconcilers.canonical import Canon, fingerprint
 from reconcilers.intents import INTENT_WINDOW, could_have_made
-from reconcilers.mapping import MappingError, native, view
+from reconcilers.mapping import MappingError, match_values, matching, native, view
 from reconcilers.model import Link, LinkState, Op, Policy, Side
 from reconcilers.observe import Key, Observation, ResyncWork
 from reconcilers.plan import LinkChange, create_payload, plan
@@ -298,6 +298,9 @@ class BatchApplier:
             self.queue.done_many(claimed)
 
     async def _create_on(self, target: Side, batch: Sequence[Creation]) -> None:
+        batch = await self._not_found(target, batch)
+        if not batch:
+            return
         chooses = self.binding.side(target).capabilities.chosen_ids
         intents: list[Intent] = [
             (c.source.id, c.encoded, RecordId(uuid.uuid4().hex) if chooses else None) for c in batch
@@ -317,6 +320,31 @@ class BatchApplier:
             self._own -= own  # settled, parked, or unknown and left to the reconcile
             if own - closed:
                 self._left_pending += 1  # in flight to the next read: no longer left out as ours
+
+    async def _not_found(self, target: Side, batch: Sequence[Creation]) -> Sequence[Creation]:
+        """The creations whose twin a lookup on `target` does not find. Where the target's
+        listing is no proof (an API's may answer `[]` or cut a page short while the records
+        exist), each is looked up by its match fields, as the reconcile would; one that a
+        lookup finds, or that cannot be looked up now, goes to the reconcile, which pairs it."""
+        collection = self.binding.side(target)
+        if collection.capabilities.listing_is_proof or not self.policy.match:
+            return batch
+        found = [True] * len(batch)
+
+        async def look(index: int) -> None:
+            creation = batch[index]
+            try:
+                values = view(creation.source, creation.side, self.policy)
+                candidates = await collection.find(match_values(values, self.policy, target))
+            except (ConnectorError, MappingError):
+                return  # unknown: the reconcile looks again
+            found[index] = bool(matching(candidates, values, target, self.policy))
+
+        await self._limited(len(batch), look)
+        for creation, seen in zip(batch, found, strict=True):
+            if seen:
+                self.queue.add((creation.side, creation.source.id))
+        return [creation for creation, seen in zip(batch, found, strict=True) if not seen]
 
     async def _send_and_settle(
         self, target: Side, batch: Sequence[Creation], rows: Sequence[int | None], intents: Sequence[Intent]

@@ -259,15 +259,18 @@ class Reconciler:
         """The unlinked record on the other side that this one is, by its match fields."""
         if not self.policy.match:
             return None
+        other = side.other
         if hint is not None and hint.record.id == source.id:
             if hint.twin is not None:
-                self.forget_observation((side.other, hint.twin.id))
-            return hint.twin  # the resync compared complete listings moments ago
+                self.forget_observation((other, hint.twin.id))
+                return hint.twin  # the resync compared complete listings moments ago
+            if self.binding.side(other).capabilities.listing_is_proof:
+                return None  # and that side's listing holds all there is
+            # An API's listing may have left the twin out: a create rests on a lookup.
         try:
             values = view(source, side, self.policy)
         except MappingError:
             return None  # parked by the mapping step that follows
-        other = side.other
         candidates = await self._unlinked_matches(values, on=other)
         if not candidates:
             return None
