@@ -242,7 +242,7 @@ class CouchCollection:
         result = await self._writes.write(doc)
         if "rev" in result and not result.get("error"):
             return str(result["rev"])
-        error, reason = str(result.get("error", "")), str(result.get("reason", ""))[:200]
+        error, reason = str(result.get("error", "")), self._client.masker.mask(str(result.get("reason", "")))[:200]
         message = f"{self.label}: document {doc.get('_id')!r} refused: {error}: {reason}"
         if error == "conflict":
             raise ConflictError(message)

@@ -38,6 +38,7 @@ from connectors.base import (
     ignore_request,
 )
 from connectors.ratelimit import RateLimiter
+from connectors.secrets import Masker, header_secrets
 
 log = structlog.get_logger(__name__)
 
@@ -111,9 +112,10 @@ def is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
-def describe(response: httpx.Response) -> str:
-    """A short, secret-free excerpt of an error body, to say why a record was refused."""
-    text = response.text.strip().replace("\n", " ")
+def describe(response: httpx.Response, masker: Masker) -> str:
+    """A short, secret-free excerpt of an error body, to say why a record was refused.
+    Masked before it is cut, so a secret at the cut is not left half shown."""
+    text = masker.mask(response.text.strip().replace("\n", " "))
     return f": {text[:200]}" if text else ""
 
 
@@ -133,6 +135,8 @@ class HttpClient:
         self._idle: list[httpx.AsyncClient] = []  # pools no request of ours is using
         self._turn = itertools.count()
         self._origin = urlsplit(settings.base_url)[:2]
+        self.masker = Masker(header_secrets(settings.headers))
+        """Masks the connection's credentials in any text that came back from the server."""
 
     async def open(self) -> None:
         if self._clients:
@@ -277,8 +281,8 @@ class HttpClient:
         if status in (401, 403):
             raise AuthError(message)
         if status in (409, 412):
-            raise ConflictError(message + describe(response))
-        raise PermanentError(message + describe(response))
+            raise ConflictError(message + describe(response, self.masker))
+        raise PermanentError(message + describe(response, self.masker))
 
     def _retry_after(self, response: httpx.Response, *, method: str, path: str) -> float | None:
         asked = retry_after_seconds(response)

@@ -6,6 +6,7 @@ Every error names the file, the key and what is wrong, and never echoes a value
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import tomllib
@@ -63,6 +64,11 @@ class RestConnectionConfig(_HttpConnectionConfig):
 class BasicAuthConfig(_Strict):
     user: str
     password: str
+
+    def header(self) -> str:
+        """The Authorization header value these credentials are sent as."""
+        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode("ascii")
+        return f"Basic {token}"
 
 
 class KintoConnectionConfig(_HttpConnectionConfig):
@@ -337,6 +343,10 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> tupl
         problems = [f"{_location(tuple(error['loc']), raw)}: {_message(error)}" for error in exc.errors()]
         raise ConfigError(f"{path}: " + "; ".join(problems[:5])) from None
     _resolve_paths(config, base=path.parent)
+    for connection in config.connections.values():
+        auth = getattr(connection, "auth", None)
+        if isinstance(auth, BasicAuthConfig):
+            secrets |= {auth.password, auth.header()}  # a literal password is a secret too
     return config, secrets
 
 

@@ -1,7 +1,8 @@
 """Structured logs: configured once, one JSON object a line (console on a terminal).
 
 Every value that came from a `${...}` reference in the bindings file is replaced by
-`***` in any log line, as a last line of defence: no message is meant to carry one.
+`***` in any log line, in each form it may take, as a last line of defence: no message is
+meant to carry one (connectors mask their own credentials where a server's text enters).
 """
 
 from __future__ import annotations
@@ -14,28 +15,30 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from connectors.secrets import Masker, credential_parts
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 class Redactor:
+    """Masks every form of the bindings file's secrets (raw, base64 inside Basic auth,
+    JSON-escaped, URL-encoded), however short, in log lines and in what the API answers."""
+
     def __init__(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret containing another is replaced whole.
-        self._secrets = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
+        forms = {part for secret in secrets for part in credential_parts(secret)}
+        self._masker = Masker(forms)
 
     def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
-        if not self._secrets:
+        if not self._masker:
             return event
         return {key: self.clean(value) for key, value in event.items()}
 
     def clean(self, value: Any) -> Any:
         """`value` (a string, or lists and dicts of them) with every secret masked."""
-        if not self._secrets:
+        if not self._masker:
             return value
         if isinstance(value, str):
-            for secret in self._secrets:
-                if secret in value:
-                    value = value.replace(secret, "***")
-            return value
+            return self._masker.mask(value)
         if isinstance(value, list | tuple):
             return [self.clean(v) for v in value]
         if isinstance(value, dict):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -15,7 +14,6 @@ from connectors.pagination import Pagination, PaginationType
 from connectors.rest import BulkCreate, ChangedSince, RestCollectionSpec, RestConnection
 from connectors.sqlite import SqliteConnection, SqliteTableSpec
 from daemon.config import (
-    BasicAuthConfig,
     BindingConfig,
     BindingsFile,
     CouchConnectionConfig,
@@ -97,7 +95,7 @@ def make_connection(
         return PostgresConnection(name, config.dsn, pool_size=config.pool_size, timeout=config.timeout)
     headers = dict(config.headers)
     if isinstance(config, KintoConnectionConfig | CouchConnectionConfig) and config.auth is not None:
-        headers["Authorization"] = _basic(config.auth)
+        headers["Authorization"] = config.auth.header()
     settings = HttpSettings(
         base_url=config.base_url,
         headers=headers,
@@ -112,11 +110,6 @@ def make_connection(
     if isinstance(config, CouchConnectionConfig):
         return CouchConnection(name, settings, page_size=config.page_size, observer=observer)
     return RestConnection(name, settings, observer=observer)
-
-
-def _basic(auth: BasicAuthConfig) -> str:
-    token = base64.b64encode(f"{auth.user}:{auth.password}".encode()).decode("ascii")
-    return f"Basic {token}"
 
 
 @dataclass(frozen=True, slots=True)
