@@ -97,8 +97,10 @@ class PermanentError(ConnectorError):
     """Retrying the same request cannot succeed: a 4xx, a constraint violation."""
 
 
-class AuthError(PermanentError):
-    """Credentials were refused (401/403)."""
+class AuthError(ConnectorError):
+    """Credentials were refused (401/403). The connection's state, not a record's fault:
+    the work is retried with backoff until the credentials work again, and no record is
+    parked for it."""
 
 
 class NotFoundError(ConnectorError):

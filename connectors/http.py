@@ -279,7 +279,7 @@ class HttpClient:
         if status == 404:
             raise NotFoundError(message)
         if status in (401, 403):
-            raise AuthError(message)
+            raise AuthError(message + describe(response, self.masker))
         if status in (409, 412):
             raise ConflictError(message + describe(response, self.masker))
         raise PermanentError(message + describe(response, self.masker))

@@ -28,7 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from connectors.base import BatchCreating, Collection, ConnectorError, PermanentError, Record, RecordId
 from reconcilers.binding import Binding
 from reconcilers.canonical import Canon, fingerprint
-from reconcilers.intents import INTENT_WINDOW, could_have_made
+from reconcilers.intents import INTENT_WINDOW, could_have_made, refused
 from reconcilers.mapping import MappingError, match_values, matching, native, view
 from reconcilers.model import Link, LinkState, Op, Policy, Side
 from reconcilers.observe import Key, Observation, ResyncWork
@@ -378,6 +378,10 @@ class BatchApplier:
                     "reconcile.done", result="error", action="parked", binding=self.binding.name,
                     side=creation.side.value, id=creation.source.id, error=str(result),
                 )  # fmt: skip
+            elif refused(result):  # nothing was made: the intent goes, the reconcile tries again
+                await self.store.drop(row)
+                closed.add(row)
+                self.queue.add((creation.side, creation.source.id))
             else:
                 self.queue.add((creation.side, creation.source.id))  # outcome unknown: the reconcile settles it
         self._on_writes(target, Op.CREATE, len(agreements))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 
-from connectors.base import Record
+from connectors.base import AuthError, RateLimitedError, Record
 from reconcilers.binding import Binding
 from reconcilers.canonical import Canon
 from reconcilers.mapping import MappingError, match_values, matching, native, view, writable
@@ -31,6 +31,13 @@ INTENT_WINDOW = 30.0
 """How long a create may still land after tandem stopped waiting for it (a server that
 finishes a request whose client timed out). A younger intent that no lookup can find
 is looked at again later rather than created again."""
+
+
+def refused(exc: BaseException) -> bool:
+    """Did a create fail in a way that proves nothing was made? A 401/403 or a 429 is the
+    server's refusal before it acts: its intent is withdrawn at once rather than left
+    to wait out `INTENT_WINDOW` for a record that cannot land."""
+    return isinstance(exc, AuthError | RateLimitedError)
 
 
 class Settled(enum.StrEnum):

@@ -21,6 +21,7 @@ import structlog
 
 from connectors.base import (
     ConflictError,
+    ConnectorError,
     NotFoundError,
     PermanentError,
     Record,
@@ -29,7 +30,7 @@ from connectors.base import (
 from reconcilers.binding import Binding
 from reconcilers.canonical import Canon
 from reconcilers.guard import DeletionGuard
-from reconcilers.intents import INTENT_WINDOW, Settled, could_have_made, settle_intent
+from reconcilers.intents import INTENT_WINDOW, Settled, could_have_made, refused, settle_intent
 from reconcilers.locks import PairLocks
 from reconcilers.mapping import MappingError, match_key, match_values, matching, native, view
 from reconcilers.model import Link, LinkState, Op, Policy, Side, Values
@@ -428,7 +429,12 @@ class Reconciler:
             # settling it is one read, and a create sent twice lands once.
             chosen = RecordId(uuid.uuid4().hex) if collection.capabilities.chosen_ids else None
             await self._record_intent(write, scene, chosen)
-            created = await collection.create(fields, record_id=chosen)
+            try:
+                created = await collection.create(fields, record_id=chosen)
+            except ConnectorError as exc:
+                if refused(exc):
+                    await self._withdraw_intent(scene)
+                raise
             scene.set(write.side, created)
         elif write.op is Op.UPDATE:
             record_id = scene.id(write.side)
@@ -444,6 +450,20 @@ class Reconciler:
             scene.set(write.side, None)
         scene.writes.append(write)
         self._on_write(write)
+
+    async def _withdraw_intent(self, scene: _Scene) -> None:
+        """The create was refused: nothing was made, so its intent goes, and the link is as
+        it was before (none, or the one the intent was stored on)."""
+        assert scene.row is not None
+        previous = scene.link
+        if previous is None:
+            await self.store.drop(scene.row)
+            scene.row = None
+            return
+        await self.store.settle(
+            scene.row, app_id=previous.app_id, external_id=previous.external_id,
+            state=previous.state, base=previous.base, now=self._clock(),
+        )  # fmt: skip
 
     async def _record_intent(self, write: Write, scene: _Scene, chosen: RecordId | None) -> None:
         """Store the write intent before the create: on the scene's link, or a new one."""

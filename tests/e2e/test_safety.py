@@ -148,3 +148,23 @@ async def test_link_api_reads_pairs_and_unlinks(daemon, external, app_db):
 async def _working(daemon: Daemon) -> bool:
     metrics = await daemon.metrics()
     return metrics.get('tandem_active_workers{binding="tasks"}', 0) >= 1
+
+
+async def test_a_run_of_401s_parks_nothing_and_the_records_sync_once_the_credentials_work(daemon, external, app_db):
+    await daemon.start()
+    await inject(external, status=401, count=40, methods=["POST"], body='{"error": "token expired"}')
+    for i in range(5):
+        app_db.execute("INSERT INTO tasks (title) VALUES (?)", (f"during the outage {i}",))
+
+    async def refused() -> bool:
+        return any("HTTP 401" in str(line.get("error")) for line in daemon.log_lines())
+
+    await eventually(refused, what="the API to refuse the credentials")
+
+    async def all_pushed() -> bool:
+        return len(await ext_records(external)) == 5
+
+    await eventually(all_pushed, timeout=30, what="the records to sync once the API accepts the token again")
+    status = daemon.command("status", "--json")
+    assert '"error": 0' in status.stdout and '"synced": 5' in status.stdout
+    assert daemon.stop() == 0
