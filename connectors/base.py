@@ -25,6 +25,9 @@ class Record:
     id: RecordId
     fields: Mapping[str, JSONValue]
     version: str | None = None
+    problem: str | None = None
+    """Why the record cannot be read as it is (rows sharing its id, a value nested too
+    deeply, text that is not Unicode): its fields are left out, and it is parked with this."""
 
 
 @dataclass(frozen=True, slots=True)

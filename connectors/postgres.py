@@ -47,6 +47,7 @@ from connectors.postgres_changelog import (
     remove_statements,
     trigger_name,
 )
+from connectors.rows import TableRead, table_records
 
 log = structlog.get_logger(__name__)
 
@@ -221,7 +222,9 @@ class PostgresTable:
     async def check(self) -> None:
         """The table exists and has the id and every mapped column; learns their types."""
         rows = await self._fetch(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+            # The type without its modifier: an explicit cast to varchar(40) would cut a longer
+            # value to fit, where an assignment to the column refuses it.
+            "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a"
             " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
             (self.spec.schema, self.spec.table),
@@ -295,9 +298,9 @@ class PostgresTable:
             sql = f"SELECT * FROM {self._table} WHERE {self._id} > {self._param(1, self.spec.id)}"
             sql += f" ORDER BY {self._id} LIMIT $2"
             params = (json.loads(cursor), PAGE_SIZE)
-        records = await self._records(sql, params)
-        following = json.dumps(str(records[-1].fields[self.spec.id])) if len(records) == PAGE_SIZE else None
-        return Page(records=records, cursor=following)
+        read = await self._read(sql, params)
+        following = json.dumps(str(read.last_id)) if read.rows == PAGE_SIZE else None
+        return Page(records=read.records, cursor=following)
 
     async def get(self, record_id: RecordId) -> Record | None:
         sql = f"SELECT * FROM {self._table} WHERE {self._id} = {self._param(1, self.spec.id)}"
@@ -350,12 +353,14 @@ class PostgresTable:
         return f"${number}::text::{declared}"
 
     async def _records(self, sql: str, params: Sequence[Any]) -> list[Record]:
+        return (await self._read(sql, params)).records
+
+    async def _read(self, sql: str, params: Sequence[Any]) -> TableRead:
         rows = await self._fetch(sql, params)
-        records = []
-        for row in rows:
-            fields = {name: decode(value) for name, value in row.items()}
-            records.append(Record(id=RecordId(str(fields[self.spec.id])), fields=fields))
-        return records
+        return table_records(
+            ({name: decode(value) for name, value in row.items()} for row in rows),
+            label=self.label, id_column=self.spec.id, columns=self.spec.columns,
+        )  # fmt: skip
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[asyncpg.Record]:
         try:

@@ -32,6 +32,7 @@ from connectors.base import (
     RecordId,
     TransientError,
 )
+from connectors.rows import TableRead, table_records
 from connectors.sqlite_changelog import (
     LOG_TABLE,
     install_statements,
@@ -251,9 +252,9 @@ class SqliteTable:
         else:
             sql = f"SELECT * FROM {self._table} WHERE {self._id} > ? ORDER BY {self._id} LIMIT ?"
             params = (json.loads(cursor), PAGE_SIZE)
-        records, last = await self._records(sql, params)
-        following = json.dumps(last) if len(records) == PAGE_SIZE else None
-        return Page(records=records, cursor=following)
+        read = await self._read(sql, params)
+        following = json.dumps(read.last_id) if read.rows == PAGE_SIZE else None
+        return Page(records=read.records, cursor=following)
 
     async def get(self, record_id: RecordId) -> Record | None:
         sql = f"SELECT * FROM {self._table} WHERE {self._id} = ?"
@@ -383,19 +384,20 @@ class SqliteTable:
         return record_id
 
     async def _records(self, sql: str, params: Sequence[Any]) -> tuple[list[Record], Any]:
+        read = await self._read(sql, params)
+        return read.records, read.last_id
+
+    async def _read(self, sql: str, params: Sequence[Any]) -> TableRead:
         try:
             async with self._connection.db.execute(sql, params) as cursor:
                 names = [column[0] for column in cursor.description or ()]
                 rows = await cursor.fetchall()
         except _FAILURES as exc:
             raise translate(exc, self.label) from exc
-        records = []
-        last: Any = None
-        for row in rows:
-            fields = dict(zip(names, row, strict=True))
-            last = fields[self.spec.id]
-            records.append(Record(id=RecordId(str(last)), fields=fields))
-        return records, last
+        return table_records(
+            (dict(zip(names, row, strict=True)) for row in rows),
+            label=self.label, id_column=self.spec.id, columns=self.spec.columns,
+        )  # fmt: skip
 
     async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:

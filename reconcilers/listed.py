@@ -42,12 +42,12 @@ _UNCHANGED = "(l.state IN ('synced', 'conflict') AND a.digest = l.base AND e.dig
 def _encode(record: Record) -> bytes:
     # Pickled rather than JSON: several times faster to write, and every value comes back
     # as the connector read it (an SQLite BLOB, a PostgreSQL timestamp) for the mapping.
-    return pickle.dumps((record.id, record.fields, record.version), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((record.id, record.fields, record.version, record.problem), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _decode(stored: bytes) -> Record:
-    record_id, fields, version = pickle.loads(stored)  # noqa: S301 - written by `_encode`, on this connection only
-    return Record(RecordId(record_id), fields, version)
+    record_id, fields, version, problem = pickle.loads(stored)  # noqa: S301 - written by `_encode`, on this connection only
+    return Record(RecordId(record_id), fields, version, problem)
 
 
 def _decode_listed(stored: bytes | None) -> Record | None:

@@ -26,6 +26,8 @@ class MappingError(ValueError):
     reason: str
 
     def __str__(self) -> str:
+        if not self.field:
+            return f"{self.side.value} record: {self.reason}"
         return f"{self.side.value} field {self.field!r}: {self.reason}"
 
 
@@ -41,6 +43,8 @@ def read_path(fields: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 
 def view(record: Record, side: Side, policy: Policy) -> dict[str, Canon]:
     """The canonical mapped values of a record from `side`."""
+    if record.problem is not None:
+        raise MappingError(side, "", record.problem)
     result: dict[str, Canon] = {}
     fields = record.fields
     app = side is Side.APP

@@ -171,3 +171,28 @@ async def test_remove_changelog_drops_what_install_made(contacts: PostgresTable)
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_value_too_long_for_its_column_is_refused_not_cut(schema: str):
+    await _app_write(schema, "ALTER TABLE {t} ADD COLUMN code varchar(40)")
+    connection = PostgresConnection("app", DSN)
+    await connection.open()
+    try:
+        table = connection.collection(PostgresTableSpec(table="contacts", schema=schema, columns=("name", "code")))
+        await table.check()
+        with pytest.raises(PermanentError, match="too long"):
+            await table.create({"name": "long", "code": "x" * 50})
+        made = await table.create({"name": "short", "code": "y" * 40})
+        with pytest.raises(PermanentError, match="too long"):
+            await table.update(made.id, {"code": "z" * 41}, current=made)
+        kept = await table.get(made.id)
+        assert kept is not None and kept.fields["code"] == "y" * 40
+    finally:
+        await connection.aclose()
+
+
+async def test_a_mapped_column_renamed_under_a_running_daemon_is_a_configuration_error(contacts, schema: str):
+    await contacts.create({"name": "Ada"})
+    await _app_write(schema, "ALTER TABLE {t} RENAME COLUMN email TO mail")
+    with pytest.raises(ConfigurationError, match="mapped column 'email' is no longer in the table"):
+        await contacts.list_page(None)

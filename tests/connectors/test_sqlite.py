@@ -174,3 +174,52 @@ async def test_change_log_sees_app_writes_and_can_be_removed(app_db):
         assert "tandem_changelog" not in names
     finally:
         await connection.aclose()
+
+
+async def test_rows_without_an_id_are_said_and_do_not_cut_the_listing_short(tmp_path, monkeypatch):
+    path = tmp_path / "loose.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT)")  # SQLite lets a TEXT key be NULL
+        db.executemany("INSERT INTO tasks VALUES (NULL, ?)", [("nameless",)] * 3)
+        db.executemany("INSERT INTO tasks VALUES (?, ?)", [(f"{i:04}", f"t{i}") for i in range(10)])
+    monkeypatch.setattr("connectors.sqlite.PAGE_SIZE", 5)
+    connection, tasks = await _open(path, columns=("title",))
+    try:
+        listed, cursor = [], None
+        while True:
+            page = await tasks.list_page(cursor)
+            listed += [record.id for record in page.records]
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+    finally:
+        await connection.aclose()
+    assert listed == [f"{i:04}" for i in range(10)]  # every row with an id, past the nameless ones
+
+
+async def test_rows_sharing_an_id_make_a_record_with_a_problem_not_a_silent_pick(tmp_path):
+    path = tmp_path / "nokey.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE tasks (id INTEGER, title TEXT)")  # no primary key
+        db.executemany("INSERT INTO tasks VALUES (?, ?)", [(1, "first"), (1, "second"), (2, "alone")])
+    connection, tasks = await _open(path, columns=("title",))
+    try:
+        page = await tasks.list_page(None)
+    finally:
+        await connection.aclose()
+    shared, alone = page.records
+    assert shared.id == "1" and shared.problem is not None and "more than one row has id '1'" in shared.problem
+    assert shared.fields == {}
+    assert alone.problem is None and alone.fields["title"] == "alone"
+
+
+async def test_a_mapped_column_dropped_under_a_running_daemon_is_a_configuration_error(app_db):
+    connection, tasks = await _open(app_db, columns=("title", "done"))
+    try:
+        await tasks.create({"title": "one", "done": True})
+        with sqlite3.connect(app_db) as db:
+            db.execute("ALTER TABLE tasks DROP COLUMN done")
+        with pytest.raises(ConfigurationError, match="mapped column 'done' is no longer in the table"):
+            await tasks.list_page(None)
+    finally:
+        await connection.aclose()
