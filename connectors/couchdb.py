@@ -41,6 +41,7 @@ from connectors.base import (
 from connectors.bulk import Doc, GroupCommit
 from connectors.documents import deep_merge
 from connectors.http import HttpClient, HttpSettings, json_body, json_object
+from connectors.values import bad_text, problem_of
 
 log = structlog.get_logger(__name__)
 
@@ -275,7 +276,14 @@ class CouchCollection:
         if doc["_id"].startswith(DESIGN_PREFIX):
             return None
         rev = doc.get("_rev")
-        return Record(id=RecordId(doc["_id"]), fields=doc, version=str(rev) if rev is not None else None)
+        version = str(rev) if rev is not None else None
+        if bad_text(doc["_id"]):
+            log.warning("couchdb.document_skipped", database=self.label, error="an _id that is not valid Unicode")
+            return None
+        problem = problem_of(doc)
+        if problem is not None:
+            return Record(RecordId(doc["_id"]), {}, version, f"{self.label}: {problem}")
+        return Record(id=RecordId(doc["_id"]), fields=doc, version=version)
 
 
 def _param(value: Any) -> str:

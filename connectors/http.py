@@ -39,6 +39,7 @@ from connectors.base import (
 )
 from connectors.ratelimit import RateLimiter
 from connectors.secrets import Masker, header_secrets
+from connectors.values import loads_deep
 
 log = structlog.get_logger(__name__)
 
@@ -91,9 +92,13 @@ def retry_after_seconds(response: httpx.Response, *, now: float | None = None) -
 
 
 def json_body(response: httpx.Response, label: str) -> Any:
-    """The response's JSON; a garbled body is a fault on the way, worth another try."""
+    """The response's JSON; a garbled body is a fault on the way, worth another try. A body
+    nested deeper than `json.loads` can read is read all the same, so that only the
+    records too deep to take are refused, each on its own."""
     try:
         return response.json()
+    except RecursionError:
+        return loads_deep(response.content)
     except ValueError as exc:
         path = response.request.url.path
         raise TransientError(f"{label}: invalid JSON from {response.request.method} {path}") from exc

@@ -45,6 +45,7 @@ from connectors.base import (
     ignore_request,
 )
 from connectors.http import HttpClient, HttpSettings, is_scalar, json_object
+from connectors.values import bad_text, problem_of
 
 log = structlog.get_logger(__name__)
 
@@ -273,7 +274,14 @@ class KintoCollection:
             log.warning("kinto.record_skipped", collection=self.label, error="not a record with an id")
             return None
         stamp = item.get("last_modified")
-        return Record(id=RecordId(item["id"]), fields=item, version=str(stamp) if stamp is not None else None)
+        version = str(stamp) if stamp is not None else None
+        if bad_text(item["id"]):
+            log.warning("kinto.record_skipped", collection=self.label, error="an id that is not valid Unicode")
+            return None
+        problem = problem_of(item)
+        if problem is not None:
+            return Record(RecordId(item["id"]), {}, version, f"{self.label}: {problem}")
+        return Record(id=RecordId(item["id"]), fields=item, version=version)
 
 
 def _if_match(record: Record) -> dict[str, str]:

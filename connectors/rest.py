@@ -34,6 +34,7 @@ from connectors.base import (
 from connectors.documents import deep_merge
 from connectors.http import HttpClient, HttpSettings, is_scalar, json_body
 from connectors.pagination import Pagination, dig, next_cursor, request_for
+from connectors.values import bad_text, problem_of
 
 log = structlog.get_logger(__name__)
 
@@ -267,7 +268,14 @@ class RestCollection:
         if raw_id is None or isinstance(raw_id, dict | list) or raw_id == "":
             log.warning("rest.record_skipped", collection=self.label, error=f"no {self.spec.id!r}")
             return None
-        return Record(RecordId(str(raw_id)), item)  # positional: built for every record listed
+        record_id = RecordId(str(raw_id))
+        if bad_text(record_id):
+            log.warning("rest.record_skipped", collection=self.label, error=f"{self.spec.id!r} is not valid Unicode")
+            return None
+        problem = problem_of(item)
+        if problem is not None:
+            return Record(record_id, {}, None, f"{self.label}: {problem}")
+        return Record(record_id, item)  # positional: built for every record listed
 
 
 def _param(value: Any) -> str:

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from connectors.base import RecordId
+from connectors.values import bad_text
 from daemon.jsonbody import load_json
 from reconcilers.controller import Controller
 from reconcilers.model import Side
@@ -77,7 +78,11 @@ def ids_in(payload: Any, path: str) -> list[RecordId] | None:
     if value is None:
         return None
     values = value if isinstance(value, list) else [value]
-    return [RecordId(str(v)) for v in values if isinstance(v, str | int) and not isinstance(v, bool) and v != ""]
+    return [
+        RecordId(str(v))
+        for v in values
+        if isinstance(v, str | int) and not isinstance(v, bool) and v != "" and not (isinstance(v, str) and bad_text(v))
+    ]
 
 
 class WebhookIntake:
