@@ -48,6 +48,9 @@ MAX_INLINE_WAIT = 10.0
 requeued for later instead, so a worker is not held for minutes."""
 
 
+WHOLE_REQUEST = 3.0
+"""A request's whole exchange may take this many times the connection's `timeout`."""
+
 MAX_PAUSE = 600.0
 """The longest pause a server's `backoff_header` or `Retry-After` can impose on a
 connection: a bogus value (`inf`, `1e300`, a date in the year 9999) would otherwise stop
@@ -253,8 +256,11 @@ class HttpClient:
             started = time.perf_counter()
             path = urlsplit(url).path or url
             try:
-                response = await client.request(method, url, params=params, json=json, headers=headers)
-            except httpx.TimeoutException as exc:
+                # httpx's timeout bounds each read, so a server trickling a byte at a time
+                # never trips it: the whole exchange has a deadline of its own as well.
+                with anyio.fail_after(self.settings.timeout * WHOLE_REQUEST):
+                    response = await client.request(method, url, params=params, json=json, headers=headers)
+            except (httpx.TimeoutException, TimeoutError) as exc:
                 self._observe(method, "timeout", started)
                 raise TransientError(f"{self.name}: timeout on {method} {path}") from exc
             except httpx.TransportError as exc:

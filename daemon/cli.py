@@ -29,6 +29,7 @@ from daemon.status import binding_status, render_text
 from daemon.wiring import wire
 from reconcilers.dryrun import dry_run
 from reconcilers.migrations import StateError
+from reconcilers.resync import ListingLimits
 from reconcilers.state import StateStore, open_state
 
 log = structlog.get_logger(__name__)
@@ -147,7 +148,8 @@ async def _plan(settings: Settings, config: BindingsFile | None, *, binding: str
         wired = await stack.enter_async_context(wire(config, only=binding))
         for item in wired.bindings:
             await wired.app_tables[item.name].check()
-            results.append(await dry_run(item, store))
+            limits = ListingLimits(seconds=settings.listing_timeout, records=settings.listing_max_records)
+            results.append(await dry_run(item, store, limits=limits))
     if as_json:
         print(json.dumps({"bindings": [r.as_json() for r in results]}, default=str))
         return EXIT_OK

@@ -55,6 +55,9 @@ def build_app(
         waiting = [name for name, c in controllers.items() if not c.started]
         if waiting:
             return JSONResponse({"status": "starting", "waiting": waiting}, status_code=503)
+        stalled = {name: c.listing_fault for name, c in controllers.items() if c.listing_fault}
+        if stalled:  # every resync meets it until the API or the bindings file changes
+            return JSONResponse(redactor.clean({"status": "listing stalled", "bindings": stalled}), status_code=503)
         return JSONResponse({"status": "ready"})
 
     async def metrics_page(request: Request) -> Response:

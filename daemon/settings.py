@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     """Seconds to finish in-flight reconciles after SIGTERM."""
     reconcile_timeout: Duration = 60.0
     """Seconds one reconcile may take before it is abandoned and retried."""
+    listing_timeout: Duration = 3600.0
+    """Seconds one side's listing may take in a resync; past it the listing is incomplete."""
+    listing_max_records: Annotated[int, Field(ge=1)] = 10_000_000
+    """Records one side's listing may hold; past it the listing is incomplete (a runaway)."""
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
     log_format: Annotated[Literal["json", "console"] | None, BeforeValidator(_lower)] = None
     """`json` or `console`; unset means console on a terminal and JSON elsewhere."""

@@ -29,6 +29,7 @@ from reconcilers.binding import Binding
 from reconcilers.canonical import FieldType
 from reconcilers.controller import Timing
 from reconcilers.model import DeleteGuard, FieldMap, Policy, Side
+from reconcilers.resync import ListingLimits
 
 
 def policy_of(config: BindingConfig) -> Policy:
@@ -60,6 +61,7 @@ def timing_for(settings: Settings, config: BindingsFile, name: str) -> Timing:
         app_poll_interval=settings.app_poll_interval,
         resync_interval=binding.resync_interval or settings.resync_interval,
         reconcile_timeout=settings.reconcile_timeout,
+        listing=ListingLimits(seconds=settings.listing_timeout, records=settings.listing_max_records),
     )
 
 

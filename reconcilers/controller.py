@@ -14,7 +14,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import cast
 
@@ -32,7 +32,7 @@ from reconcilers.model import Op, Side
 from reconcilers.observe import Key, Observation
 from reconcilers.plan import Write
 from reconcilers.reconcile import DELETE_HELD, Outcome, Reconciler, Result
-from reconcilers.resync import Observed, observe
+from reconcilers.resync import ListingLimits, Observed, observe
 from reconcilers.state import BindingState, StateStore, state_busy
 from reconcilers.workqueue import WorkQueue
 
@@ -54,6 +54,8 @@ class Timing:
     gauge_interval: float = 5.0
     jitter: float = 0.1
     """Intervals vary by up to this fraction, so bindings and restarts do not poll in step."""
+    listing: ListingLimits = field(default_factory=ListingLimits)
+    """When a listing that never ends is cut off."""
 
     def wait(self, interval: float) -> float:
         return interval * random.uniform(1 - self.jitter, 1 + self.jitter)
@@ -86,6 +88,8 @@ class Controller:
             binding, store, self.queue, workers=timing.workers, clock=time.time, on_writes=self._count_writes
         )
         self.started = False
+        self.listing_fault: str | None = None
+        """Why the last resync's listing would never end, where it would not (not ready)."""
         self._resync_wake = anyio.Event()
         self._resync_lock = anyio.Lock()
         self._first_resync = anyio.Event()
@@ -303,7 +307,10 @@ class Controller:
                 # With an outbox, events for the app are the reconcile's to make, one by one.
                 batch=self._batch.session if self._outbox is None else None,
                 too_many=self.guard.blocks,
+                limits=self.timing.listing,
             )
+            self.listing_fault = observed.listing_fault
+            self.metrics.listing_stalled.labels(self.name).set(1 if self.listing_fault else 0)
             if allow_deletes:
                 self.guard.grant(len(observed.work.deletions))
             elif not observed.blocked and observed.complete:
@@ -351,13 +358,15 @@ class Controller:
                 hint=f"tandem resync --binding {self.name} --allow-deletes",
             )  # fmt: skip
         result = "complete" if observed.complete else "incomplete"
+        why = observed.app.error or observed.external.error
+        stored_result = result if observed.complete or why is None else f"incomplete: {why}"[:500]
         await self.store.set_binding_state(
             self.name,
             BindingState(
                 deletes_blocked=held,
                 blocked_at=(previous.blocked_at or now) if held else None,
                 last_resync_at=now if observed.complete else previous.last_resync_at,
-                last_resync_result=result,
+                last_resync_result=stored_result,
             ),
         )
         if observed.complete:

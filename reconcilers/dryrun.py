@@ -15,7 +15,7 @@ from reconcilers.mapping import MappingError, view
 from reconcilers.model import Link, LinkState, Side
 from reconcilers.observe import Key
 from reconcilers.plan import plan
-from reconcilers.resync import Observed, observe
+from reconcilers.resync import DEFAULT_LIMITS, ListingLimits, Observed, observe
 from reconcilers.state import StateStore
 
 
@@ -39,8 +39,9 @@ class DryRun:
         }
 
 
-async def dry_run(binding: Binding, store: StateStore) -> DryRun:
+async def dry_run(binding: Binding, store: StateStore, *, limits: ListingLimits = DEFAULT_LIMITS) -> DryRun:
     observed = await observe(
+        limits=limits,
         name=binding.name,
         app=binding.app,
         external=binding.external,

@@ -80,7 +80,8 @@ class ListedRecords:
     async def create(self) -> None:
         for table in self._tables.values():
             await self._db.execute(
-                f"CREATE TABLE {table} (id TEXT PRIMARY KEY, digest TEXT, match TEXT, record BLOB NOT NULL)"
+                f"CREATE TABLE {table} (id TEXT PRIMARY KEY, digest TEXT, match TEXT, record BLOB NOT NULL,"
+                " repeated INTEGER NOT NULL DEFAULT 0)"
             )
 
     async def drop(self) -> None:
@@ -102,10 +103,21 @@ class ListedRecords:
 
     async def add(self, side: Side, listed: Iterable[tuple[Record, str | None, str | None]]) -> None:
         """One page of records with their digests and match keys; a record listed twice
-        keeps its last sighting."""
+        keeps its last sighting, marked as repeated (`repeated`)."""
         rows = [(record.id, digest, match, _encode(record)) for record, digest, match in listed]
+        sql = (
+            f"INSERT INTO {self._tables[side]} (id, digest, match, record) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET digest = excluded.digest, match = excluded.match,"
+            " record = excluded.record, repeated = 1"
+        )
         async with self._transaction():
-            await self._db.executemany(f"INSERT OR REPLACE INTO {self._tables[side]} VALUES (?, ?, ?, ?)", rows)
+            await self._db.executemany(sql, rows)
+
+    async def repeated(self, side: Side) -> list[RecordId]:
+        """The ids `side`'s listing showed more than once: which sighting is right is not
+        known, so none is trusted."""
+        async with self._db.execute(f"SELECT id FROM {self._tables[side]} WHERE repeated = 1") as cursor:
+            return [RecordId(row[0]) for row in await cursor.fetchall()]
 
     async def count(self, side: Side) -> int:
         """How many distinct records of `side` were listed."""

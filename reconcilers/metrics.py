@@ -98,13 +98,20 @@ class SyncMetrics:
         )
         self.deletes_blocked = Counter(
             "tandem_deletes_blocked_total",
-            "Resyncs whose deletions the mass-delete guard held back.",
+            "Resyncs whose deletions the mass-delete guard held back, and deletions it held one at a time.",
             ["binding"],
             registry=registry,
         )
         self.resync_interval = Gauge(
             "tandem_resync_interval_seconds",
             "The configured interval between full resyncs (for alerting on missed resyncs).",
+            ["binding"],
+            registry=registry,
+        )
+        self.listing_stalled = Gauge(
+            "tandem_listing_stalled",
+            "1 while the binding's last resync met a listing that would never end (a cycle, a"
+            " repeated page, a limit); 0 otherwise.",
             ["binding"],
             registry=registry,
         )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import anyio
 import structlog
 
-from connectors.base import Collection, ConnectorError, Record
+from connectors.base import Collection, ConnectorError, Record, RecordId
 from reconcilers.listed import ListedRecords
 from reconcilers.model import Policy, Side
 from reconcilers.observe import (
@@ -63,6 +63,57 @@ class ListingOutcome:
     count: int
     complete: bool
     error: str | None = None
+    repeated: frozenset[RecordId] = frozenset()
+    """Ids the listing showed more than once: which sighting is right is not known, so
+    the reconcile reads each record itself."""
+    fault: bool = False
+    """The listing itself misbehaved (a cycle, a repeated page, a limit reached): not a
+    passing fault but one that every resync will meet until the API or the bindings
+    file changes, so the binding is reported not ready."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListingLimits:
+    """What makes a listing that never ends end: then it is incomplete and says why."""
+
+    seconds: float = 3600.0
+    records: int = 10_000_000
+
+
+DEFAULT_LIMITS = ListingLimits()
+
+
+class _EndlessListing(Exception):
+    """A listing that would go on for ever: a cycle, a repeated page, a limit reached."""
+
+
+class _Progress:
+    """Watches a listing's pages for the signs of one that never ends. It keeps the last
+    page's ids and the cursors, never the collection's ids: a page that repeats the one
+    before is an API ignoring the page parameter, a cursor seen before is a cycle."""
+
+    def __init__(self, label: str, limits: ListingLimits) -> None:
+        self._label = label
+        self._limits = limits
+        self._cursors: set[str] = set()
+        self._last_page: set[RecordId] = set()
+        self._records = 0
+
+    def check(self, records: Sequence[Record], cursor: str | None) -> None:
+        ids = {record.id for record in records}
+        if ids and ids == self._last_page:
+            raise _EndlessListing(
+                f"{self._label}: a page listed the same records as the page before: the API may be"
+                " ignoring the page or cursor parameter (check the binding's pagination)"
+            )
+        self._last_page = ids
+        self._records += len(records)
+        if self._records > self._limits.records:
+            raise _EndlessListing(f"{self._label}: the listing passed {self._limits.records} records")
+        if cursor is not None:
+            if cursor in self._cursors:
+                raise _EndlessListing(f"{self._label}: the listing's next page came back to an earlier one (a cycle)")
+            self._cursors.add(cursor)
 
 
 Straight = Callable[[Side, Sequence[Record]], Awaitable[bool]]
@@ -70,25 +121,43 @@ Straight = Callable[[Side, Sequence[Record]], Awaitable[bool]]
 
 
 async def list_into(
-    collection: Collection, side: Side, listed: ListedRecords, policy: Policy, *, straight: Straight | None = None
+    collection: Collection,
+    side: Side,
+    listed: ListedRecords,
+    policy: Policy,
+    *,
+    straight: Straight | None = None,
+    limits: ListingLimits = DEFAULT_LIMITS,
 ) -> ListingOutcome:
     """List `collection` to the end into `listed`, each page offered to `straight` first;
-    an error ends it incomplete."""
-    cursor: str | None = None
+    an error, a listing that would never end, or one past `limits` ends it incomplete."""
     decided = 0  # pages decided straight away are not stored, so not counted there
-    try:
-        while True:
-            page = await collection.list_page(cursor)
-            if straight is not None and await straight(side, page.records):
-                decided += len(page.records)
-            else:
-                await listed.add(side, [(record, *digest_and_match(record, side, policy)) for record in page.records])
-            if page.cursor is None:
-                return ListingOutcome(await listed.count(side) + decided, complete=True)
-            cursor = page.cursor
-    except ConnectorError as exc:
-        log.warning("resync.listing_incomplete", collection=collection.label, error=str(exc))
-        return ListingOutcome(await listed.count(side) + decided, complete=False, error=str(exc))
+    progress = _Progress(collection.label, limits)
+    error: str | None = None
+    fault = False
+    with anyio.move_on_after(limits.seconds) as deadline:
+        try:
+            cursor: str | None = None
+            while True:
+                page = await collection.list_page(cursor)
+                progress.check(page.records, page.cursor)
+                if straight is not None and await straight(side, page.records):
+                    decided += len(page.records)
+                else:
+                    rows = [(record, *digest_and_match(record, side, policy)) for record in page.records]
+                    await listed.add(side, rows)
+                if page.cursor is None:
+                    count = await listed.count(side) + decided
+                    return ListingOutcome(count, complete=True, repeated=frozenset(await listed.repeated(side)))
+                cursor = page.cursor
+        except _EndlessListing as exc:
+            error, fault = str(exc), True
+        except ConnectorError as exc:
+            error = str(exc)
+    if deadline.cancelled_caught:
+        error, fault = f"{collection.label}: the listing took longer than {limits.seconds:g} s", True
+    log.warning("resync.listing_incomplete", collection=collection.label, error=error, stalled=fault)
+    return ListingOutcome(await listed.count(side) + decided, complete=False, error=error, fault=fault)
 
 
 async def diff(
@@ -136,6 +205,11 @@ class Observed:
     def complete(self) -> bool:
         return self.app.complete and self.external.complete
 
+    @property
+    def listing_fault(self) -> str | None:
+        """Why a listing would never end, where one would not."""
+        return next((outcome.error for outcome in (self.app, self.external) if outcome.fault), None)
+
 
 async def observe(
     *,
@@ -147,6 +221,7 @@ async def observe(
     allow_deletes: bool,
     batch: Batch | None = None,
     too_many: Callable[[int, int], bool] | None = None,
+    limits: ListingLimits = DEFAULT_LIMITS,
 ) -> Observed:
     """List both sides, classify, and apply the mass-delete guard. A `batch` path is
     offered the unlinked records' work a page at a time (it never holds a deletion), and
@@ -174,7 +249,7 @@ async def observe(
 
         async def list_side(side: Side, collection: Collection) -> None:
             offer = straight if unlinked_only else None
-            outcomes[side] = await list_into(collection, side, listed, policy, straight=offer)
+            outcomes[side] = await list_into(collection, side, listed, policy, straight=offer, limits=limits)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(list_side, Side.APP, app)
@@ -184,6 +259,12 @@ async def observe(
             listed, outcomes[Side.APP], outcomes[Side.EXTERNAL], policy=policy, listed_since=listed_since, take=take
         )
         work.extend(decided)
+    for side, outcome in outcomes.items():
+        for record_id in outcome.repeated:  # listed twice: the reconcile reads it itself
+            key = (side, record_id)
+            work.observations.pop(key, None)
+            if key not in work.keys:
+                work.keys.append(key)
     links = await store.link_count(name)
     blocked: tuple[Key, ...] = ()
     too_many = too_many or policy.delete_guard.blocks

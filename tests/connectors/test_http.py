@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import anyio
+import anyio.abc
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connectors.base import TransientError
 from connectors.http import HttpClient, HttpSettings
 from tests.support.servers import serving
 
@@ -73,3 +75,29 @@ async def test_past_its_concurrency_a_connection_shares_its_pools_and_every_requ
         finally:
             await client.aclose()
     assert answers == [200, 200, 200]
+
+
+async def test_a_response_trickling_a_byte_at_a_time_is_cut_off_at_the_whole_request_deadline():
+    async def trickle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            await stream.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+            with anyio.move_on_after(10):
+                while True:  # each byte well inside the read timeout, the whole never done
+                    await stream.send(b" ")
+                    await anyio.sleep(0.1)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, trickle)
+        client = HttpClient("slow", HttpSettings(base_url=f"http://127.0.0.1:{port}", timeout=0.4, retries=0))
+        await client.open()
+        try:
+            started = anyio.current_time()
+            with pytest.raises(TransientError, match="timeout on GET"):
+                await client.request("GET", "tasks")
+            assert anyio.current_time() - started < 5
+        finally:
+            await client.aclose()
+            tg.cancel_scope.cancel()

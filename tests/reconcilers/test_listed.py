@@ -159,7 +159,10 @@ def test_the_temporary_listings_are_gone_after_a_resync(tmp_path: Path) -> None:
     assert anyio.run(run) == []
 
 
-def test_a_record_listed_twice_counts_once_with_its_last_values(tmp_path: Path) -> None:
+def test_a_record_listed_twice_counts_once_and_is_read_again(tmp_path: Path) -> None:
+    """Which sighting is right is not known (an API listing one id twice with different
+    values): the reconcile reads the record itself rather than trust either."""
+
     async def run() -> None:
         async with open_state(tmp_path / "state.db") as store:
             await store.insert_link(
@@ -177,7 +180,8 @@ def test_a_record_listed_twice_counts_once_with_its_last_values(tmp_path: Path) 
             )
         assert observed.app.count == 1
         assert observed.work.unchanged == 0
-        assert observed.work.observations[(Side.APP, RecordId("1"))].record.fields == {"title": "b"}
+        assert (Side.APP, RecordId("1")) not in observed.work.observations
+        assert (Side.APP, RecordId("1")) in observed.work.keys
 
     anyio.run(run)
 

@@ -134,18 +134,19 @@ class Daemon:
             [TANDEM, *args], env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=60
         )
 
-    async def start(self) -> None:
+    async def start(self, *, until: str = "/readyz") -> None:
+        """Start `tandem run` and wait until `until` answers 200 (`/healthz`: only alive)."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([TANDEM, "run"], env=self.env, cwd=self.workdir, stdout=log, stderr=log)
-        await eventually(self.ready, what="readyz")
+        await eventually(lambda: self.ready(until), what=until)
 
-    async def ready(self) -> bool:
+    async def ready(self, path: str = "/readyz") -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"tandem exited with {self.process.returncode}:\n{self.log_text()}")
         try:
             async with httpx.AsyncClient() as client:
-                return (await client.get(f"{self.url}/readyz")).status_code == 200
+                return (await client.get(f"{self.url}{path}")).status_code == 200
         except httpx.HTTPError:
             return False
 
