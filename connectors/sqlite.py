@@ -67,7 +67,7 @@ def translate(exc: sqlite3.Error | OverflowError, label: str) -> ConnectorError:
     if isinstance(exc, sqlite3.OperationalError):
         if "locked" in text or "busy" in text:
             return TransientError(f"{label}: database is busy: {text}")
-        if "no such table" in text or "no such column" in text:
+        if "no such table" in text or "no such column" in text or "has no column named" in text:
             return ConfigurationError(f"{label}: {text}")
         if "readonly" in text or "read-only" in text:
             return PermanentError(f"{label}: database is read-only: {text}")

@@ -46,12 +46,16 @@ class Fault:
     methods: tuple[str, ...] = ()
     path_prefix: str = ""
     query: str = ""  # a substring the query string must contain ("_page=2")
+    unless: str = ""  # a substring the query string must not contain ("title=": not a lookup)
     body: str | None = None
     drop: str = ""  # "before": the connection breaks before the server acts; "after": once it has
 
     def applies(self, method: str, path: str, query: str) -> bool:
         return (
-            (not self.methods or method in self.methods) and path.startswith(self.path_prefix) and self.query in query
+            (not self.methods or method in self.methods)
+            and path.startswith(self.path_prefix)
+            and self.query in query
+            and not (self.unless and self.unless in query)
         )
 
 
@@ -252,6 +256,7 @@ def build_app(options: Options | None = None) -> Starlette:
                 methods=tuple(body.get("methods", ())),
                 path_prefix=str(body.get("path_prefix", "")),
                 query=str(body.get("query", "")),
+                unless=str(body.get("unless", "")),
                 body=body.get("body"),
                 drop=str(body.get("drop", "")),
             )

@@ -223,3 +223,14 @@ async def test_a_mapped_column_dropped_under_a_running_daemon_is_a_configuration
             await tasks.list_page(None)
     finally:
         await connection.aclose()
+
+
+async def test_a_create_into_a_renamed_column_is_a_configuration_error_not_the_records_fault(app_db):
+    connection, tasks = await _open(app_db, columns=("title", "done"))
+    try:
+        with sqlite3.connect(app_db) as db:
+            db.execute("ALTER TABLE tasks RENAME COLUMN done TO finished")
+        with pytest.raises(ConfigurationError, match="has no column named done"):
+            await tasks.create({"title": "one", "done": True})
+    finally:
+        await connection.aclose()

@@ -41,8 +41,12 @@ STEPS = int(os.environ.get("TANDEM_SIM_STEPS", "50"))
 
 
 class World:
-    def __init__(self, rng: random.Random, app_db: AppDb, url: str, daemon: Daemon) -> None:
+    def __init__(self, rng: random.Random, app_db: AppDb, url: str, daemon: Daemon, *, seed: int) -> None:
         self.rng, self.app_db, self.url, self.daemon = rng, app_db, url, daemon
+        # The later faults draw from their own stream, so each seed's history of steps and
+        # of the first faults is as it was before they were added.
+        self.later = random.Random(seed * 7919 + 1)
+        self.poison: set[str] = set()  # titles of external records no side can take in
         self.counter = 0
         self.kills = 0
         self.faults: Counter[str] = Counter()
@@ -59,8 +63,39 @@ class World:
         return name
 
     async def ext_records(self) -> list[dict[str, Any]]:
+        """The external records, less the poison ones (parked, and left alone by the history)."""
         async with httpx.AsyncClient(timeout=10) as client:
-            return list((await client.get(f"{self.url}/_admin/direct/tasks")).json())
+            records = (await client.get(f"{self.url}/_admin/direct/tasks")).json()
+        return [record for record in records if record.get("title") not in self.poison]
+
+    async def later_fault(self, client: httpx.AsyncClient) -> None:
+        """A state database lost while the listing answers [] once, a mapped column renamed
+        away for a moment, or a poison record on the external side."""
+        kind = self.later.choice(["lost-state", "schema-change", "poison"])
+        self.faults[kind] += 1
+        if kind == "lost-state":
+            self.daemon.kill()
+            self.kills += 1
+            for path in self.daemon.workdir.glob("state.db*"):
+                path.unlink()
+            # The listing's first page lies once; lookups (?title=...) tell the truth.
+            await inject(self.url, status=200, body="[]", count=1, methods=["GET"], query="_page=1&", unless="title=")
+            await self.daemon.start()
+        elif kind == "schema-change":
+            self.app_db.execute("ALTER TABLE tasks RENAME COLUMN note TO note_away")
+            await anyio.sleep(self.later.uniform(0.3, 1.0))  # how long the fault lasts
+            self.app_db.execute("ALTER TABLE tasks RENAME COLUMN note_away TO note")
+        else:
+            self.counter += 1
+            title = f"poison{self.counter}"
+            self.poison.add(title)
+            deep: Any = "leaf"
+            for _ in range(100):
+                deep = [deep]
+            created = await client.post(
+                f"{self.url}/_admin/seed/tasks", json=[{"title": title, "completed": False, "note": deep}]
+            )
+            await self.hook(created.json()[0]["id"])
 
     async def hook(self, record_id: Any) -> None:
         """Tell the daemon of an external change as the external app would: sometimes twice,
@@ -161,6 +196,8 @@ class World:
                     await inject(self.url, status=200, body="[]", count=3, methods=["GET"], query="_page=1&")
                 else:
                     await inject(self.url, status=0, delay=0.3, count=3, path_prefix="/tasks")
+                if self.later.random() < 0.3:
+                    await self.later_fault(client)
             elif action == "kill":
                 self.daemon.kill()  # SIGKILL: no cleanup at all
                 self.kills += 1
@@ -189,7 +226,7 @@ async def test_invariants_hold_after_faults_and_kills(seed: int, tmp_path: Path)
         daemon = Daemon(
             tmp_path, env={"TANDEM_SHUTDOWN_TIMEOUT": "1", "TANDEM_LOG_LEVEL": log_level, "HOOK_SECRET": HOOK_SECRET}
         )
-        world = World(rng, app_db, url, daemon)
+        world = World(rng, app_db, url, daemon, seed=seed)
         try:
             for _ in range(5):
                 app_db.execute("INSERT INTO tasks (title, note) VALUES (?, 'seed')", (world.title(),))
@@ -226,7 +263,7 @@ async def test_invariants_hold_after_faults_and_kills(seed: int, tmp_path: Path)
             async def all_linked() -> bool:
                 with sqlite3.connect(tmp_path / "state.db") as db:
                     states = dict(db.execute("SELECT state, COUNT(*) FROM links GROUP BY state").fetchall())
-                parked_bad = len(world.bad & {row["title"] for row in app_db.rows()})
+                parked_bad = len(world.bad & {row["title"] for row in app_db.rows()}) + len(world.poison)
                 return states.get("synced", 0) + states.get("conflict", 0) == len(app_titles) and (
                     not states.get("pending") and states.get("error", 0) == parked_bad
                 )
