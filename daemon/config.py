@@ -8,28 +8,24 @@ from __future__ import annotations
 
 import base64
 import os
-import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from connectors.pagination import PaginationType
 from connectors.rest import Lookup
+from daemon.configfile import ConfigError, read_toml
+from daemon.envrefs import UnfilledReference, substitute
 from daemon.settings import parse_duration
 from reconcilers.canonical import FieldType
-from reconcilers.model import ConflictPolicy, Direction, Flow
+from reconcilers.model import ConflictPolicy, Direction, Flow, Side
 
-_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-class ConfigError(ValueError):
-    """The bindings file is unusable; the message names the file and the key."""
 
 
 class _Strict(BaseModel):
@@ -122,11 +118,22 @@ class NotifyConfig(_Strict):
     timeout: Duration = 10.0
 
 
+def _sql_name(value: str) -> str:
+    if not value:
+        raise ValueError("an SQL name cannot be empty")
+    if "\x00" in value:
+        raise ValueError("an SQL name cannot contain a NUL character")
+    return value
+
+
+SqlName = Annotated[str, AfterValidator(_sql_name)]
+
+
 class AppSideConfig(_Strict):
     connection: str
-    table: str
-    schema_: Annotated[str | None, Field(alias="schema")] = None  # postgres only; default "public"
-    id: str = "id"
+    table: SqlName
+    schema_: Annotated[SqlName | None, Field(alias="schema")] = None  # postgres only; default "public"
+    id: SqlName = "id"
     webhook: WebhookConfig | None = None
     notify: NotifyConfig | None = None
 
@@ -203,6 +210,13 @@ class BindingConfig(_Strict):
             raise ValueError(f"match names {', '.join(unknown)}, which is not in [fields]")
         if self.app.id in self.fields:
             raise ValueError(f"the app id column {self.app.id!r} cannot be a mapped field")
+        for column, spec in self.field_configs().items():
+            _sql_name(column)
+            if spec.external == self.external.id and spec.direction.allows(Side.EXTERNAL):
+                raise ValueError(
+                    f"fields.{column} maps the external id field {spec.external!r}, which tandem never"
+                    ' writes: give it direction = "to-app" to copy the id into the app, or map another field'
+                )
         return self
 
     def field_configs(self) -> dict[str, FieldConfig]:
@@ -219,7 +233,6 @@ class BindingsFile(_Strict):
     @model_validator(mode="after")
     def _references(self) -> BindingsFile:
         seen: set[str] = set()
-        tables: set[tuple[str, str]] = set()
         for binding in self.bindings:
             if binding.name in seen:
                 raise ValueError(f"binding name {binding.name!r} is used twice")
@@ -229,13 +242,6 @@ class BindingsFile(_Strict):
             _check_external_keys(self, binding)
             if binding.app.schema_ is not None and self.connections[binding.app.connection].type != "postgres":
                 raise ValueError(f"binding {binding.name!r}: app.schema applies to postgres tables only")
-            table = (binding.app.connection, f"{binding.app.schema_ or 'public'}.{binding.app.table}")
-            if table in tables:
-                raise ValueError(
-                    f"binding {binding.name!r}: table {binding.app.table!r} of connection"
-                    f" {binding.app.connection!r} is already synced by another binding"
-                )
-            tables.add(table)
         return self
 
     def binding(self, name: str) -> BindingConfig:
@@ -297,45 +303,13 @@ def _has(node: Any, item: Any) -> bool:
     return isinstance(item, int) and item < len(node)
 
 
-def substitute(value: Any, *, path: str, environ: Mapping[str, str], secrets: set[str]) -> Any:
-    """Replace `${NAME}` in every string with the environment's value (`$$` is a `$`)."""
-    if isinstance(value, dict):
-        return {
-            k: substitute(v, path=f"{path}.{k}" if path else k, environ=environ, secrets=secrets)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [substitute(v, path=f"{path}[{i}]", environ=environ, secrets=secrets) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def replace(found: re.Match[str]) -> str:
-        name = found.group(1)
-        if name is None:
-            return "$"
-        if name not in environ:
-            raise ConfigError(f"{path}: environment variable {name} is not set")
-        if environ[name]:
-            secrets.add(environ[name])
-        return environ[name]
-
-    return _REFERENCE.sub(replace, value)
-
-
 def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> tuple[BindingsFile, set[str]]:
     """The validated bindings file, and the set of values taken from `${...}` (to redact)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    raw = read_toml(path)
     secrets: set[str] = set()
     try:
         data = substitute(raw, path="", environ=os.environ if environ is None else environ, secrets=secrets)
-    except ConfigError as exc:
+    except UnfilledReference as exc:
         raise ConfigError(f"{path}: {exc}") from None
     try:
         config = BindingsFile.model_validate(data)
@@ -343,6 +317,11 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> tupl
         problems = [f"{_location(tuple(error['loc']), raw)}: {_message(error)}" for error in exc.errors()]
         raise ConfigError(f"{path}: " + "; ".join(problems[:5])) from None
     _resolve_paths(config, base=path.parent)
+    try:
+        _usable_paths(config)
+        _one_binding_per_table(config)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     for connection in config.connections.values():
         auth = getattr(connection, "auth", None)
         if isinstance(auth, BasicAuthConfig):
@@ -365,3 +344,32 @@ def _resolve_paths(config: BindingsFile, *, base: Path) -> None:
         if isinstance(connection, SqliteConnectionConfig) and not Path(connection.path).is_absolute():
             resolved = connection.model_copy(update={"path": str(base / connection.path)})
             config.connections[name] = resolved
+
+
+def _usable_paths(config: BindingsFile) -> None:
+    for name, connection in config.connections.items():
+        if isinstance(connection, SqliteConnectionConfig) and Path(connection.path).is_dir():
+            raise ValueError(f"connections.{name}.path: {connection.path} is a directory, not an SQLite database file")
+
+
+def _one_binding_per_table(config: BindingsFile) -> None:
+    """Two bindings writing one table would undo each other's work, however the table is named:
+    through two connections to one SQLite file, or as `tasks` and `TASKS` (SQLite ignores case)."""
+    owners: dict[tuple[str, ...], str] = {}
+    for binding in config.bindings:
+        table = _table_identity(config.connections[binding.app.connection], binding.app)
+        other = owners.setdefault(table, binding.name)
+        if other != binding.name:
+            raise ValueError(
+                f"binding {binding.name!r}: table {binding.app.table!r} of connection {binding.app.connection!r}"
+                f" is already synced by another binding ({other!r})"
+            )
+
+
+def _table_identity(connection: ConnectionConfig, app: AppSideConfig) -> tuple[str, ...]:
+    if isinstance(connection, SqliteConnectionConfig):
+        return ("sqlite", os.path.realpath(connection.path), app.table.lower())
+    assert isinstance(connection, PostgresConnectionConfig)
+    dsn = urlsplit(connection.dsn)
+    server = f"{(dsn.hostname or 'localhost').lower()}:{dsn.port or 5432}{dsn.path or '/'}"
+    return ("postgres", server, app.schema_ or "public", app.table)  # quoted names: case counts

@@ -6,6 +6,7 @@ and the result passed down. A bad value is reported with the variable's name.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+MAX_DURATION = 365 * 86400.0
+"""A year: anything longer is a typo for "never", which no timer, timeout or window means."""
 
 
 class SettingsError(ValueError):
@@ -30,8 +33,12 @@ def parse_duration(value: object) -> float:
         if not found:
             raise ValueError(f"not a duration: {value!r} (seconds, or a number with ms, s, m or h)")
         seconds = float(found.group(1)) * _UNITS[found.group(2)]
+    if math.isnan(seconds):
+        raise ValueError("not a duration: NaN")
     if seconds <= 0:
         raise ValueError("must be more than zero")
+    if seconds > MAX_DURATION:
+        raise ValueError("must be at most a year (365 days); tandem has no duration meaning never")
     return seconds
 
 

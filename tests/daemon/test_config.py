@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import ConfigError, load_config
+from daemon.config import load_config
+from daemon.configfile import ConfigError
 from daemon.settings import SettingsError, load_settings, parse_duration
 
 GOOD = """
@@ -100,10 +101,90 @@ def test_no_error_message_echoes_a_secret(tmp_path):
     assert "t0ken-value" not in str(caught.value)
 
 
-def test_two_bindings_on_one_table_are_refused(tmp_path):
-    second = GOOD[GOOD.index("[[bindings]]") :].replace('name = "tasks"', 'name = "again"')
-    with pytest.raises(ConfigError, match="already synced by another binding"):
+SECOND_BINDING = GOOD[GOOD.index("[[bindings]]") :].replace('name = "tasks"', 'name = "again"')
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param(SECOND_BINDING, id="spelt-alike"),
+        pytest.param(SECOND_BINDING.replace('table = "tasks"', 'table = "TASKS"'), id="sqlite-ignores-case"),
+        pytest.param(
+            SECOND_BINDING.replace('connection = "app"', 'connection = "same_file"')
+            + '[connections.same_file]\ntype = "sqlite"\npath = "./sub/../app.db"\n',
+            id="another-connection-to-the-file",
+        ),
+    ],
+)
+def test_two_bindings_on_one_table_are_refused(tmp_path, second):
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ConfigError, match=r"already synced by another binding \('tasks'\)"):
         _load(tmp_path, GOOD + second)
+
+
+def test_postgres_tables_differing_in_case_are_two_tables(tmp_path):
+    text = GOOD.replace('type = "sqlite"\npath = "app.db"', 'type = "postgres"\ndsn = "postgresql://h/db"')
+    second = SECOND_BINDING.replace('table = "tasks"', 'table = "Tasks"')
+    config, _ = _load(tmp_path, text + second)
+    assert [b.app.table for b in config.bindings] == ["tasks", "Tasks"]
+    with pytest.raises(ConfigError, match="already synced"):
+        _load(tmp_path, text + second.replace('"Tasks"', '"tasks"').replace("//h/", "//H:5432/"))
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        pytest.param(("busy_timeout = 5", "busy_timeout = nan"), r"connections\.app\.busy_timeout: .*NaN", id="nan"),
+        pytest.param(("busy_timeout = 5", "busy_timeout = inf"), r"busy_timeout: .*at most a year", id="inf"),
+        pytest.param(("busy_timeout = 5", "busy_timeout = 1e300"), r"busy_timeout: .*at most a year", id="1e300"),
+        pytest.param(('base_url = "http://127.0.0.1:3000"', 'base_url = "http://127.0.0.1:3000"\ntimeout = nan'),
+                     r"connections\.tasks\.timeout: .*NaN", id="timeout-nan"),
+        pytest.param(('name = "tasks"', 'name = "tasks"\nresync_interval = "inf"'),
+                     r"resync_interval: not a duration", id="resync-inf-text"),
+        pytest.param(('name = "tasks"', 'name = "tasks"\npoll_interval = -inf'),
+                     r"poll_interval: must be more than zero", id="poll-minus-inf"),
+        pytest.param(('path = "/tasks"', 'path = "/tasks"\nwebhook = { tolerance = nan }'),
+                     r"webhook\.tolerance: .*NaN", id="tolerance-nan"),
+        pytest.param(('table = "tasks"', 'table = "tas\\u0000ks"'), r"app\.table: .*NUL", id="nul-table"),
+        pytest.param(('title = "title"', 'title = "title"\n"no\\u0000te" = "note"'), r"NUL", id="nul-column"),
+        pytest.param(('title = "title"', 'title = "title"\nnote = "id"'),
+                     r"fields\.note maps the external id field 'id', which tandem never writes", id="id-written"),
+        pytest.param(("Bearer ${TASKS_TOKEN}", "Bearer ${ 1X }"),
+                     r"headers\.Authorization: '\$\{ 1X \}' is not a reference", id="malformed-reference"),
+        pytest.param(("Bearer ${TASKS_TOKEN}", "Bearer ${TASKS_TOKEN"),
+                     r"headers\.Authorization: '\$\{' is not a reference", id="unclosed-reference"),
+    ],
+)  # fmt: skip
+def test_nonsense_is_refused_naming_the_key(tmp_path, change, expected):
+    old, new = change
+    text = GOOD.replace('path = "app.db"', 'path = "app.db"\nbusy_timeout = 5', 1).replace(old, new, 1)
+    with pytest.raises(ConfigError, match=expected):
+        _load(tmp_path, text)
+
+
+def test_the_external_id_may_be_copied_into_the_app(tmp_path):
+    config, _ = _load(
+        tmp_path, GOOD.replace('title = "title"', 'title = "title"\nref = { external = "id", direction = "to-app" }')
+    )
+    assert config.bindings[0].field_configs()["ref"].external == "id"
+
+
+def test_a_variable_set_to_nothing_is_refused_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"Authorization: environment variable TASKS_TOKEN is set but empty"):
+        _load(tmp_path, GOOD, environ={"TASKS_TOKEN": ""})
+
+
+def test_a_file_that_is_not_utf8_is_refused(tmp_path):
+    path = tmp_path / "tandem.toml"
+    path.write_bytes(GOOD.replace("tasks", "t\xe2ches", 1).encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte \d+\); save the file as UTF-8"):
+        load_config(path, environ={"TASKS_TOKEN": "t0ken-value"})
+
+
+def test_an_app_database_path_that_is_a_directory_is_refused(tmp_path):
+    (tmp_path / "app.db").mkdir()
+    with pytest.raises(ConfigError, match=r"connections\.app\.path: .*app\.db is a directory"):
+        _load(tmp_path, GOOD)
 
 
 @pytest.mark.parametrize(
@@ -112,6 +193,13 @@ def test_two_bindings_on_one_table_are_refused(tmp_path):
 )
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("value", ["9" * 3600, "1e300", "nan", "inf", "400d", "8761h"])
+def test_an_endless_or_meaningless_duration_in_the_environment_is_refused(monkeypatch, value):
+    monkeypatch.setenv("TANDEM_RESYNC_INTERVAL", value)
+    with pytest.raises(SettingsError, match="TANDEM_RESYNC_INTERVAL"):
+        load_settings()
 
 
 def test_bad_settings_name_the_variable(monkeypatch):
