@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,8 @@ def verify(spec: WebhookSpec, body: bytes, headers: Any, *, now: float) -> str |
         try:
             age = abs(now - float(timestamp))
         except (TypeError, ValueError):
+            return f"missing or malformed {spec.timestamp_header}"
+        if not math.isfinite(age):  # "nan" and "inf" parse as floats but name no time
             return f"missing or malformed {spec.timestamp_header}"
         if age > spec.tolerance:
             return f"{spec.timestamp_header} outside the tolerance"
@@ -113,9 +116,12 @@ class WebhookIntake:
         if controller is None:
             return self._answer("(unknown)", side, "unknown_binding", 404, "no such binding")
         spec = self._specs.get((name, side), WebhookSpec())
-        body = await _read_capped(request, spec.max_body)
+        body, read_whole = await _read_capped(request, spec.max_body)
         if body is None:
-            return self._answer(name, side, "too_large", 413, f"body over {spec.max_body} bytes")
+            answer = self._answer(name, side, "too_large", 413, f"body over {spec.max_body} bytes")
+            if not read_whole:  # the rest of the body was never read: the connection is unusable
+                answer.headers["Connection"] = "close"
+            return answer
         problem = verify(spec, body, request.headers, now=time.time())
         if problem is not None:
             return self._answer(name, side, "unauthorized", 401, problem)
@@ -145,15 +151,22 @@ class WebhookIntake:
         return JSONResponse({"error": error}, status_code=status)
 
 
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it is longer than `limit` (read no further than that)."""
+DRAIN_LIMIT = 16 * 1_048_576
+"""How much of a body over `max_body` is read and thrown away so that its sender, still
+writing, reads the 413 rather than a broken pipe (and gives up instead of retrying)."""
+
+
+async def _read_capped(request: Request, limit: int) -> tuple[bytes | None, bool]:
+    """The body, or None once it is longer than `limit`, and whether it was read to its end:
+    the rest of a body too long is drained up to DRAIN_LIMIT, and not read past it."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
+    if declared is not None and declared.isdigit() and int(declared) > limit + DRAIN_LIMIT:
+        return None, False
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if size > limit + DRAIN_LIMIT:
+            return None, False
+        if size <= limit:
+            chunks.append(chunk)
+    return (None if size > limit else b"".join(chunks)), True

@@ -28,6 +28,13 @@ def test_timestamps_outside_the_tolerance_are_refused():
     assert verify(spec, body, unsigned_time, now=1300) is not None  # the timestamp is signed too
 
 
+@pytest.mark.parametrize("stamp", ["nan", "NaN", "inf", "-inf", "1e999"])
+def test_a_signed_timestamp_that_names_no_time_is_refused(stamp):
+    spec = WebhookSpec(secret="k3y-value", timestamp_header="X-Tandem-Timestamp", tolerance=300)
+    headers = {"X-Tandem-Timestamp": stamp, "X-Tandem-Signature": sign("k3y-value", b"{}", timestamp=stamp)}
+    assert verify(spec, b"{}", headers, now=1200) == "missing or malformed X-Tandem-Timestamp"
+
+
 @pytest.mark.parametrize(
     ("payload", "path", "expected"),
     [

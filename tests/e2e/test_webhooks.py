@@ -90,6 +90,34 @@ async def test_bad_notifications_are_refused_and_change_nothing(hooked, external
     assert hooked.stop() == 0
 
 
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_a_sender_still_writing_a_body_too_large_reads_the_413(hooked, external, app_db, declared):
+    """As a sender that writes its whole body before it reads (curl, most HTTP clients): the
+    answer is there to read, not a reset connection, and the connection serves the next
+    request. A raw socket, because httpx reads a response even after its write failed."""
+    await hooked.start()
+    chunk = b"x" * 65536
+    chunks = 32  # 2 MiB, twice the default max_body
+    framing = f"Content-Length: {len(chunk) * chunks}" if declared else "Transfer-Encoding: chunked"
+    head = f"POST /webhooks/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\n{framing}\r\n\r\n".encode()
+    async with await anyio.connect_tcp("127.0.0.1", hooked.port) as stream:
+        await stream.send(head)
+        for _ in range(chunks):
+            await stream.send(chunk if declared else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await anyio.sleep(0.005)
+        if not declared:
+            await stream.send(b"0\r\n\r\n")
+        answer = b""
+        with anyio.fail_after(10):
+            while b"body over" not in answer:
+                answer += await stream.receive()
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        await stream.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        with anyio.fail_after(10):
+            assert (await stream.receive()).startswith(b"HTTP/1.1 200")
+    assert hooked.stop() == 0
+
+
 async def test_a_storm_of_duplicates_costs_one_reconciles_worth_of_writes(hooked, external, app_db):
     (record,) = await seed(external, "tasks", [{"title": "calm", "completed": False}])
     await hooked.start()
