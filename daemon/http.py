@@ -170,19 +170,6 @@ class _Server(uvicorn.Server):
         return nullcontext()
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket. IPPROTO_TCP is explicit because asyncio only turns Nagle off
-    (TCP_NODELAY) on sockets that say so; without it every keep-alive response waits
-    out a delayed ACK (about 40 ms)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
 async def serve(app: ASGIApp, sock: socket.socket, *, task_status: TaskStatus[uvicorn.Server]) -> None:
     """Serve on an already bound socket; hands back the server (set should_exit to stop)."""
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)

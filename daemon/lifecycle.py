@@ -18,7 +18,8 @@ import uvicorn
 from daemon.apiauth import Access, AccessGuard
 from daemon.config import BindingsFile
 from daemon.heap import tune_collector
-from daemon.http import bind, build_app, serve
+from daemon.http import build_app, serve
+from daemon.listen import bind
 from daemon.logs import Redactor
 from daemon.metrics import Metrics
 from daemon.notify import Notifier
@@ -79,7 +80,7 @@ async def run_daemon(settings: Settings, config: BindingsFile, *, redactor: Reda
             )
             for binding in wired.bindings
         }
-        sock = bind(settings.host, settings.port)
+        sock = bind(settings.http_addr, settings.host, settings.port)
         stack.callback(sock.close)
         intake = WebhookIntake(controllers, webhook_specs(config), metrics.registry)
         routes = build_app(controllers=controllers, store=store, metrics=metrics, redactor=redactor, webhooks=intake)

@@ -15,7 +15,8 @@ import anyio
 import httpx
 from starlette.applications import Starlette
 
-from daemon.http import bind, serve
+from daemon.http import serve
+from daemon.listen import bind
 from examples.sample_app import Options, build_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @asynccontextmanager
 async def serving(app: Starlette) -> AsyncIterator[str]:
     """Serve an ASGI app on 127.0.0.1 (a free port) inside the test's event loop."""
-    sock = bind("127.0.0.1", 0)
+    sock = bind("127.0.0.1:0", "127.0.0.1", 0)
     port = sock.getsockname()[1]
     try:
         async with anyio.create_task_group() as tg:
