@@ -288,7 +288,7 @@ class HttpClient:
         if status >= 500 or status == 408:
             raise TransientError(message, retry_after=self._retry_after(response, method=method, path=path))
         if status == 404:
-            raise NotFoundError(message)
+            raise NotFoundError(message + describe(response, self.masker))
         if status in (401, 403):
             raise AuthError(message + describe(response, self.masker))
         if status in (409, 412):

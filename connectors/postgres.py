@@ -207,6 +207,7 @@ class PostgresTable:
         self._log = qualified(spec.schema, LOG_TABLE)
         self._id = quote(spec.id)
         self._types: dict[str, str] = {}
+        self._required: frozenset[str] = frozenset()
 
     @property
     def label(self) -> str:
@@ -214,7 +215,7 @@ class PostgresTable:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(change_feed=True, push=True, listing_is_proof=True)
+        return Capabilities(change_feed=True, push=True, listing_is_proof=True, required=self._required)
 
     async def watch(self, wake: Callable[[], None]) -> None:
         await self._connection.listen(wake)
@@ -224,7 +225,8 @@ class PostgresTable:
         rows = await self._fetch(
             # The type without its modifier: an explicit cast to varchar(40) would cut a longer
             # value to fit, where an assignment to the column refuses it.
-            "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a"
+            "SELECT a.attname, format_type(a.atttypid, NULL), a.attnotnull AND NOT a.atthasdef"
+            " AND a.attidentity = '' AND a.attgenerated = '' FROM pg_attribute a"
             " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
             (self.spec.schema, self.spec.table),
@@ -234,6 +236,7 @@ class PostgresTable:
                 f"{self.label}: table {self.spec.schema}.{self.spec.table} does not exist (or is not readable)"
             )
         self._types = {row[0]: row[1] for row in rows}
+        self._required = frozenset(row[0] for row in rows if row[2] and row[0] != self.spec.id)
         missing = [c for c in (self.spec.id, *self.spec.columns) if c not in self._types]
         if missing:
             raise ConfigurationError(

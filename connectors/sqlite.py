@@ -182,6 +182,7 @@ class SqliteTable:
         self._table = quote(spec.table)
         self._id = quote(spec.id)
         self._integer_id = False
+        self._required: frozenset[str] = frozenset()
 
     @property
     def label(self) -> str:
@@ -189,7 +190,7 @@ class SqliteTable:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(change_feed=True, batch_create=BATCH_ROWS, listing_is_proof=True)
+        return Capabilities(change_feed=True, batch_create=BATCH_ROWS, listing_is_proof=True, required=self._required)
 
     async def check(self) -> None:
         """The table exists and has the id and every mapped column."""
@@ -203,6 +204,8 @@ class SqliteTable:
                 f"{self.label}: table {self.spec.table!r} has no column {', '.join(map(repr, missing))}"
             )
         self._integer_id = "INT" in declared[self.spec.id]
+        # table_info: (cid, name, type, notnull, dflt_value, pk)
+        self._required = frozenset(row[1] for row in rows if row[3] and row[4] is None and row[1] != self.spec.id)
 
     # --- change log --------------------------------------------------------------
 

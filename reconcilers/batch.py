@@ -29,7 +29,7 @@ from connectors.base import BatchCreating, Collection, ConnectorError, Permanent
 from reconcilers.binding import Binding
 from reconcilers.canonical import Canon, fingerprint
 from reconcilers.intents import INTENT_WINDOW, could_have_made, refused
-from reconcilers.mapping import MappingError, match_values, matching, native, view
+from reconcilers.mapping import MappingError, match_values, matching, native, null_refusal, view
 from reconcilers.model import Link, LinkState, Op, Policy, Side
 from reconcilers.observe import Key, Observation, ResyncWork
 from reconcilers.plan import LinkChange, create_payload, plan
@@ -359,7 +359,7 @@ class BatchApplier:
         # they go as they are rather than copied (`native`) for every record.
         app = target is Side.APP
         payloads = [c.values if app else native(c.values, target, self.policy) for c, _, _ in todo]
-        results = await self._send(target, payloads, [chosen for _, _, (_, _, chosen) in todo])
+        results = await self._send_unless_refused(target, todo, payloads)
 
         agreements: list[Agreement] = []
         closed: set[int] = set()
@@ -390,6 +390,24 @@ class BatchApplier:
             if row in unsettled:
                 self.queue.add((creation.side, creation.source.id))
         return closed | {row for row, _ in agreements if row not in unsettled}
+
+    async def _send_unless_refused(
+        self, target: Side, todo: Sequence[tuple[Creation, int | None, Intent]], payloads: list[dict[str, object]]
+    ) -> list[RecordId | BaseException]:
+        """`_send`, less the creates the target would refuse for a null (`null_refusal`):
+        those fail as a refusal would, without a request."""
+        collection = self.binding.side(target)
+        required = collection.capabilities.required
+        refusals = [null_refusal(c.values, Op.CREATE, target, self.policy, required) for c, _, _ in todo]
+        sendable = [index for index, refusal in enumerate(refusals) if refusal is None]
+        sent = iter(
+            await self._send(target, [payloads[i] for i in sendable], [todo[i][2][2] for i in sendable])
+            if sendable
+            else []
+        )
+        return [
+            next(sent) if refusal is None else PermanentError(f"{collection.label}: {refusal}") for refusal in refusals
+        ]
 
     async def _send(
         self, target: Side, payloads: list[dict[str, object]], chosen: list[RecordId | None]

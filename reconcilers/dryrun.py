@@ -11,10 +11,11 @@ from typing import Any
 
 from connectors.base import RecordId
 from reconcilers.binding import Binding
-from reconcilers.mapping import MappingError, view
+from reconcilers.mapping import MappingError, null_refusal, view
 from reconcilers.model import Link, LinkState, Side
 from reconcilers.observe import Key
 from reconcilers.plan import plan
+from reconcilers.reconcile import parked_fingerprint
 from reconcilers.resync import DEFAULT_LIMITS, ListingLimits, Observed, observe
 from reconcilers.state import StateStore
 
@@ -24,6 +25,9 @@ class DryRun:
     binding: str
     writes: list[dict[str, Any]] = field(default_factory=list)
     parked: list[dict[str, Any]] = field(default_factory=list)
+    """Records the resync would park now."""
+    still_parked: list[dict[str, Any]] = field(default_factory=list)
+    """Records parked before and unchanged since, which `run` leaves alone as well."""
     conflicts: int = 0
     deletes_blocked: int = 0
     complete: bool = True
@@ -33,6 +37,7 @@ class DryRun:
             "binding": self.binding,
             "writes": self.writes,
             "would_park": self.parked,
+            "still_parked": self.still_parked,
             "conflicts": self.conflicts,
             "deletes_blocked": self.deletes_blocked,
             "listings_complete": self.complete,
@@ -68,6 +73,10 @@ def _plan_key(binding: Binding, key: Key, link: Link | None, observed: Observed,
         for side, record_id in ((Side.APP, app_id), (Side.EXTERNAL, ext_id))
         if record_id is not None and (observation := seen.get((side, record_id))) is not None
     }
+    unchanged = parked_fingerprint(records.get(Side.APP), records.get(Side.EXTERNAL))
+    if link is not None and link.state is LinkState.ERROR and link.failed_fingerprint == unchanged:
+        out.still_parked.append({"app_id": app_id, "external_id": ext_id, "error": link.error})
+        return
     linked = link is not None and link.app_id is not None and link.external_id is not None
     own = seen.get(key)
     if not linked and own is not None and own.twin is not None:
@@ -88,6 +97,13 @@ def _plan_key(binding: Binding, key: Key, link: Link | None, observed: Observed,
     )
     out.conflicts += len(decided.conflicts)
     for write in decided.writes:
+        refusal = null_refusal(
+            write.values, write.op, write.side, binding.policy, binding.side(write.side).capabilities.required
+        )
+        if refusal is not None:  # as `run` parks it, before it sends anything
+            error = f"{binding.side(write.side).label}: {refusal}"
+            out.parked.append({"app_id": app_id, "external_id": ext_id, "error": error})
+            return
         out.writes.append(
             {
                 "side": write.side.value,

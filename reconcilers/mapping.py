@@ -14,7 +14,7 @@ from typing import Any
 
 from connectors.base import JSONValue, Record
 from reconcilers.canonical import COERCIONS, Canon, CoercionError, canonical_json
-from reconcilers.model import FieldMap, Policy, Side, Values
+from reconcilers.model import FieldMap, Op, Policy, Side, Values
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,26 @@ def native(values: Values, to: Side, policy: Policy) -> dict[str, JSONValue]:
             target = target.setdefault(part, {})
         target[leaf] = value
     return result
+
+
+def null_refusal(values: Values, op: Op, to: Side, policy: Policy, required: frozenset[str]) -> str | None:
+    """Why `to` would refuse this write for a field that must hold a value (NOT NULL
+    without a default), or None. Checked before the write and by `tandem plan` alike, so
+    that both say the same, and a write bound to fail is never sent."""
+    if not required or op is Op.DELETE:
+        return None
+    given = {_native_name(policy.field(name), to): value for name, value in values.items()}
+    if op is Op.CREATE:
+        empty = sorted(name for name in required if given.get(name) is None)
+    else:
+        empty = sorted(name for name in required if name in given and given[name] is None)
+    if not empty:
+        return None
+    unmapped = [name for name in empty if name not in given]
+    why = f"{', '.join(empty)} must hold a value (NOT NULL without a default) and would be null"
+    if unmapped:
+        why += f"; {', '.join(unmapped)} is not a mapped field: map it or give the column a default"
+    return why
 
 
 def match_values(values: Values, policy: Policy, on: Side) -> dict[str, JSONValue]:

@@ -32,7 +32,7 @@ from reconcilers.canonical import Canon
 from reconcilers.guard import DeletionGuard
 from reconcilers.intents import INTENT_WINDOW, Settled, could_have_made, refused, settle_intent
 from reconcilers.locks import PairLocks
-from reconcilers.mapping import MappingError, match_key, match_values, matching, native, view
+from reconcilers.mapping import MappingError, match_key, match_values, matching, native, null_refusal, view
 from reconcilers.model import Link, LinkState, Op, Policy, Side, Values
 from reconcilers.observe import Key, Observation
 from reconcilers.plan import FieldConflict, LinkChange, Plan, Write, plan
@@ -423,6 +423,9 @@ class Reconciler:
 
     async def _write(self, write: Write, scene: _Scene) -> None:
         collection = self.binding.side(write.side)
+        problem = null_refusal(write.values, write.op, write.side, self.policy, collection.capabilities.required)
+        if problem is not None:  # the side would refuse it: parked as if it had, unsent
+            raise PermanentError(f"{collection.label}: {problem}")
         fields = native(write.values, write.side, self.policy)
         if write.op is Op.CREATE:
             # Where the side takes the id we choose, the intent knows it before the create:

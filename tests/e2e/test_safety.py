@@ -79,7 +79,19 @@ def test_check_exits_1_when_a_connection_is_unreachable(daemon: Daemon, tmp_path
     config.write_text(text[:start] + "http://127.0.0.1:9" + text[end:])
     result = daemon.command("check")
     assert result.returncode == 1
-    assert "ConnectError" in result.stderr
+    # The binding and its side are named, with what went wrong; the app side still checks.
+    assert "binding tasks: external side tasks:/tasks: tasks: ConnectError on GET /tasks" in result.stderr
+    assert "connection app: ok" in result.stdout
+
+
+async def test_check_names_the_binding_the_side_and_the_servers_reason(daemon: Daemon, external: str):
+    await inject(external, status=401, body='{"error": "token expired"}', count=1, methods=["GET"])
+    result = daemon.command("check")
+    assert result.returncode == 1
+    assert 'binding tasks: external side tasks:/tasks: tasks: HTTP 401 GET /tasks: {"error": "token expired"}' in (
+        result.stderr
+    )
+    assert "binding tasks: ok" not in result.stdout
 
 
 def test_a_bad_environment_value_exits_2(daemon: Daemon):
