@@ -128,9 +128,10 @@ class Capabilities:
     """`create` takes the id tandem chose, and a create sent twice makes one record."""
     batch_create: int = 0
     """How many rows one `create_many` may hold (0: the collection has none)."""
-    required: frozenset[str] = frozenset()
-    """Fields that must hold a value (NOT NULL without a default), known once `check` has
-    read the table: a create without one, or an update to null, would be refused."""
+    not_null: frozenset[str] = frozenset()
+    """Fields that refuse a null (NOT NULL), known once `check` has read the table."""
+    defaulted: frozenset[str] = frozenset()
+    """Fields with a default: a create may leave them out (an explicit null is still refused)."""
     listing_is_proof: bool = False
     """A listing that completes is the whole collection (one database query), so a record
     it does not hold does not exist. An API's listing can answer `[]` or cut a page short

@@ -207,7 +207,8 @@ class PostgresTable:
         self._log = qualified(spec.schema, LOG_TABLE)
         self._id = quote(spec.id)
         self._types: dict[str, str] = {}
-        self._required: frozenset[str] = frozenset()
+        self._not_null: frozenset[str] = frozenset()
+        self._defaulted: frozenset[str] = frozenset()
 
     @property
     def label(self) -> str:
@@ -215,7 +216,9 @@ class PostgresTable:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(change_feed=True, push=True, listing_is_proof=True, required=self._required)
+        return Capabilities(
+            change_feed=True, push=True, listing_is_proof=True, not_null=self._not_null, defaulted=self._defaulted
+        )
 
     async def watch(self, wake: Callable[[], None]) -> None:
         await self._connection.listen(wake)
@@ -225,8 +228,8 @@ class PostgresTable:
         rows = await self._fetch(
             # The type without its modifier: an explicit cast to varchar(40) would cut a longer
             # value to fit, where an assignment to the column refuses it.
-            "SELECT a.attname, format_type(a.atttypid, NULL), a.attnotnull AND NOT a.atthasdef"
-            " AND a.attidentity = '' AND a.attgenerated = '' FROM pg_attribute a"
+            "SELECT a.attname, format_type(a.atttypid, NULL), a.attnotnull,"
+            " a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' FROM pg_attribute a"
             " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
             (self.spec.schema, self.spec.table),
@@ -236,7 +239,8 @@ class PostgresTable:
                 f"{self.label}: table {self.spec.schema}.{self.spec.table} does not exist (or is not readable)"
             )
         self._types = {row[0]: row[1] for row in rows}
-        self._required = frozenset(row[0] for row in rows if row[2] and row[0] != self.spec.id)
+        self._not_null = frozenset(row[0] for row in rows if row[2] and row[0] != self.spec.id)
+        self._defaulted = frozenset(row[0] for row in rows if row[3])
         missing = [c for c in (self.spec.id, *self.spec.columns) if c not in self._types]
         if missing:
             raise ConfigurationError(

@@ -182,7 +182,8 @@ class SqliteTable:
         self._table = quote(spec.table)
         self._id = quote(spec.id)
         self._integer_id = False
-        self._required: frozenset[str] = frozenset()
+        self._not_null: frozenset[str] = frozenset()
+        self._defaulted: frozenset[str] = frozenset()
 
     @property
     def label(self) -> str:
@@ -190,7 +191,13 @@ class SqliteTable:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(change_feed=True, batch_create=BATCH_ROWS, listing_is_proof=True, required=self._required)
+        return Capabilities(
+            change_feed=True,
+            batch_create=BATCH_ROWS,
+            listing_is_proof=True,
+            not_null=self._not_null,
+            defaulted=self._defaulted,
+        )
 
     async def check(self) -> None:
         """The table exists and has the id and every mapped column."""
@@ -205,7 +212,8 @@ class SqliteTable:
             )
         self._integer_id = "INT" in declared[self.spec.id]
         # table_info: (cid, name, type, notnull, dflt_value, pk)
-        self._required = frozenset(row[1] for row in rows if row[3] and row[4] is None and row[1] != self.spec.id)
+        self._not_null = frozenset(row[1] for row in rows if row[3] and row[1] != self.spec.id)
+        self._defaulted = frozenset(row[1] for row in rows if row[4] is not None)
 
     # --- change log --------------------------------------------------------------
 

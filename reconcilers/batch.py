@@ -397,8 +397,8 @@ class BatchApplier:
         """`_send`, less the creates the target would refuse for a null (`null_refusal`):
         those fail as a refusal would, without a request."""
         collection = self.binding.side(target)
-        required = collection.capabilities.required
-        refusals = [null_refusal(c.values, Op.CREATE, target, self.policy, required) for c, _, _ in todo]
+        table = collection.capabilities
+        refusals = [null_refusal(c.values, Op.CREATE, target, self.policy, table) for c, _, _ in todo]
         sendable = [index for index, refusal in enumerate(refusals) if refusal is None]
         sent = iter(
             await self._send(target, [payloads[i] for i in sendable], [todo[i][2][2] for i in sendable])

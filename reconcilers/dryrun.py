@@ -98,7 +98,7 @@ def _plan_key(binding: Binding, key: Key, link: Link | None, observed: Observed,
     out.conflicts += len(decided.conflicts)
     for write in decided.writes:
         refusal = null_refusal(
-            write.values, write.op, write.side, binding.policy, binding.side(write.side).capabilities.required
+            write.values, write.op, write.side, binding.policy, binding.side(write.side).capabilities
         )
         if refusal is not None:  # as `run` parks it, before it sends anything
             error = f"{binding.side(write.side).label}: {refusal}"

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.base import JSONValue, Record
+from connectors.base import Capabilities, JSONValue, Record
 from reconcilers.canonical import COERCIONS, Canon, CoercionError, canonical_json
 from reconcilers.model import FieldMap, Op, Policy, Side, Values
 
@@ -83,24 +83,26 @@ def native(values: Values, to: Side, policy: Policy) -> dict[str, JSONValue]:
     return result
 
 
-def null_refusal(values: Values, op: Op, to: Side, policy: Policy, required: frozenset[str]) -> str | None:
-    """Why `to` would refuse this write for a field that must hold a value (NOT NULL
-    without a default), or None. Checked before the write and by `tandem plan` alike, so
-    that both say the same, and a write bound to fail is never sent."""
-    if not required or op is Op.DELETE:
+def null_refusal(values: Values, op: Op, to: Side, policy: Policy, table: Capabilities) -> str | None:
+    """Why `to` would refuse this write for a null in a NOT NULL field, or None. Checked
+    before the write and by `tandem plan` alike, so that both say the same, and a write
+    bound to fail is never sent. A default fills a field a create leaves out, never one
+    it sets to null (tandem writes every mapped field)."""
+    if not table.not_null or op is Op.DELETE:
         return None
     given = {_native_name(policy.field(name), to): value for name, value in values.items()}
+    nulled = sorted(name for name in table.not_null if name in given and given[name] is None)
+    unmapped = []
     if op is Op.CREATE:
-        empty = sorted(name for name in required if given.get(name) is None)
-    else:
-        empty = sorted(name for name in required if name in given and given[name] is None)
-    if not empty:
-        return None
-    unmapped = [name for name in empty if name not in given]
-    why = f"{', '.join(empty)} must hold a value (NOT NULL without a default) and would be null"
+        unmapped = sorted(name for name in table.not_null - table.defaulted if name not in given)
+    if nulled:
+        return f"{', '.join(nulled)} would be null, which the column refuses (NOT NULL)"
     if unmapped:
-        why += f"; {', '.join(unmapped)} is not a mapped field: map it or give the column a default"
-    return why
+        return (
+            f"{', '.join(unmapped)} must hold a value (NOT NULL without a default) and is not a mapped field:"
+            " map it, or give the column a default"
+        )
+    return None
 
 
 def match_values(values: Values, policy: Policy, on: Side) -> dict[str, JSONValue]:

@@ -423,7 +423,7 @@ class Reconciler:
 
     async def _write(self, write: Write, scene: _Scene) -> None:
         collection = self.binding.side(write.side)
-        problem = null_refusal(write.values, write.op, write.side, self.policy, collection.capabilities.required)
+        problem = null_refusal(write.values, write.op, write.side, self.policy, collection.capabilities)
         if problem is not None:  # the side would refuse it: parked as if it had, unsent
             raise PermanentError(f"{collection.label}: {problem}")
         fields = native(write.values, write.side, self.policy)

@@ -26,14 +26,14 @@ async def test_plan_foresees_a_not_null_refusal_and_run_parks_it_with_the_same_w
     await seed(external, "tasks", [{"title": None, "completed": False}, {"title": "fine", "completed": True}])
     before = _plan(daemon)
     (would_park,) = before["would_park"]
-    assert "app:tasks: title must hold a value (NOT NULL without a default) and would be null" in would_park["error"]
+    assert would_park["error"] == "app:tasks: title would be null, which the column refuses (NOT NULL)"
     assert [(w["op"], w["side"]) for w in before["writes"]] == [("create", "app")]
 
     await daemon.start()
 
     async def parked() -> str | None:
         text = daemon.command("status").stdout
-        return text if "title must hold a value" in text else None
+        return text if "title would be null" in text else None
 
     status = await eventually(parked, what="the record without a title parked")
     assert status is not None and would_park["error"] in status
