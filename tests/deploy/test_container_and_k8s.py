@@ -100,7 +100,7 @@ def test_the_bindings_file_in_the_configmap_is_valid(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
-def test_the_entry_point_runs_as_the_image_user_with_state_on_its_volume():
+def test_the_entry_point_runs_as_the_image_user_with_state_on_its_volume(other_user_bin: Path):
     root = Path(tempfile.mkdtemp(prefix="tandem-image-", dir="/tmp"))  # reachable by uid 10001
     os.chmod(root, 0o755)
     state, etc = root / "var-lib-tandem", root / "etc-tandem"
@@ -113,7 +113,7 @@ def test_the_entry_point_runs_as_the_image_user_with_state_on_its_volume():
         (etc / "tandem.toml").write_text(bindings_toml(url).replace('path = "app.db"', f'path = "{state / "app.db"}"'))
         port = free_port()
         env = {
-            "PATH": f"{BIN}:/usr/bin:/bin",
+            "PATH": f"{other_user_bin}:/usr/bin:/bin",
             "TANDEM_CONFIG": str(etc / "tandem.toml"),
             "TANDEM_STATE": str(state / "tandem-state.db"),
             "TANDEM_HTTP_ADDR": f"127.0.0.1:{port}",
@@ -121,7 +121,8 @@ def test_the_entry_point_runs_as_the_image_user_with_state_on_its_volume():
             "TASKS_TOKEN": "token-for-the-image-test",
         }
         user = ["setpriv", "--reuid=10001", "--regid=10001", "--clear-groups"]
-        process = subprocess.Popen([*user, str(BIN / "tandem"), "run"], env=env, cwd=state, stdout=subprocess.PIPE)
+        tandem = str(other_user_bin / "tandem")
+        process = subprocess.Popen([*user, tandem, "run"], env=env, cwd=state, stdout=subprocess.PIPE)
         try:
             check = (
                 "import time, urllib.request\n"
@@ -131,7 +132,8 @@ def test_the_entry_point_runs_as_the_image_user_with_state_on_its_volume():
                 "    except OSError: time.sleep(0.1)\n"
                 "else: raise SystemExit(1)\n"
             )
-            assert subprocess.run([*user, sys.executable, "-c", check], timeout=30).returncode == 0
+            python = str(other_user_bin / "python")
+            assert subprocess.run([*user, python, "-c", check], timeout=30).returncode == 0
             process.terminate()
             assert process.wait(timeout=30) == 0
             assert (state / "tandem-state.db").stat().st_uid == 10001

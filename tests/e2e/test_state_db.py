@@ -55,7 +55,7 @@ async def test_a_writer_holding_the_state_lock_delays_sync_and_loses_nothing(
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
-def test_a_read_only_state_database_is_a_clear_error(external: str):
+def test_a_read_only_state_database_is_a_clear_error(external: str, other_user_bin: Path):
     root = Path(tempfile.mkdtemp(prefix="tandem-ro-", dir="/tmp"))  # reachable by uid 10001
     try:
         os.chmod(root, 0o777)
@@ -67,7 +67,8 @@ def test_a_read_only_state_database_is_a_clear_error(external: str):
         os.chmod(state, 0o644)
         env = {**Daemon(root).env, "TANDEM_STATE": str(state)}
         user = ["setpriv", "--reuid=10001", "--regid=10001", "--clear-groups"]
-        result = subprocess.run([*user, TANDEM, "run"], env=env, cwd=root, capture_output=True, text=True, timeout=60)
+        tandem = str(other_user_bin / "tandem")
+        result = subprocess.run([*user, tandem, "run"], env=env, cwd=root, capture_output=True, text=True, timeout=60)
         assert result.returncode == 1
         assert f"state database {state}" in result.stderr
         assert "readonly database" in result.stderr
