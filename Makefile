@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 BENCH_STAMP := $(VENV)/.bench-installed
 
 TOOLS := .tools
@@ -18,12 +19,20 @@ DLT := $(TOOLS)/dlt/bin/python
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+# What running needs, and no more: the demo starts without the type checkers and linters.
+# pip shows each package as it goes, so a first run is never a silent minute.
+$(RUN_STAMP): pyproject.toml
+	@echo "Installing tandem into $(VENV) (the first time only; it takes a minute)..."
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --progress-bar on --disable-pip-version-check -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml $(RUN_STAMP)
+	@echo "Installing the development tools into $(VENV)..."
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-run: install
+run: $(RUN_STAMP)
 	$(BIN)/python examples/demo.py
 
 lint: install
