@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -26,8 +27,11 @@ class Screen:
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
         assert process.stdout is not None
-        stdout = process.stdout
-        threading.Thread(target=lambda: [self._queue.put(line) for line in stdout], daemon=True).start()
+        threading.Thread(target=self._read, args=(process.stdout,), daemon=True).start()
+
+    def _read(self, stdout: Any) -> None:
+        for line in stdout:
+            self._queue.put(line)
 
     def until(self, pattern: str, timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
