@@ -23,11 +23,12 @@ from daemon.listen import bind
 from daemon.logs import Redactor
 from daemon.metrics import Metrics
 from daemon.notify import Notifier
+from daemon.runspecs import notify_specs, timing_for, webhook_specs
 from daemon.settings import Settings
 from daemon.statelock import state_lock
 from daemon.systemd import announce_ready, notify
 from daemon.webhooks import WebhookIntake
-from daemon.wiring import notify_specs, timing_for, webhook_specs, wire
+from daemon.wiring import wire
 from reconcilers.controller import Controller
 from reconcilers.state import open_state
 

@@ -1,18 +1,22 @@
 """Process settings, read once from TANDEM_* environment variables into a frozen object.
 
 Nothing reads the environment at import time; `load_settings()` is called by the CLI
-and the result passed down. A bad value is reported with the variable's name.
+and the result passed down. A bad value is reported with the variable's name. pydantic
+validates; the variables are gathered here (names case-insensitive, as environments
+from other tools may spell them), which spares every short command the import of a
+settings framework it would use for that alone.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -56,10 +60,13 @@ def _lower(value: object) -> object:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
-class Settings(BaseSettings):
+PREFIX = "TANDEM_"
+
+
+class Settings(BaseModel):
     """The daemon's settings; each field is the TANDEM_ variable of the same name."""
 
-    model_config = SettingsConfigDict(env_prefix="TANDEM_", frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     config: Path = Path("tandem.toml")
     """The bindings file (TOML)."""
@@ -102,13 +109,18 @@ class Settings(BaseSettings):
         return int(self.http_addr.rpartition(":")[2])
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Settings from the environment (and explicit overrides, e.g. --config)."""
+    given: dict[str, object] = {}
+    for key, value in (os.environ if environ is None else environ).items():
+        name = key.upper().removeprefix(PREFIX).lower()
+        if key.upper().startswith(PREFIX) and name in Settings.model_fields:
+            given[name] = value
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings.model_validate({**given, **overrides})
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = "TANDEM_" + str(error["loc"][0]).upper() if error["loc"] else "TANDEM_*"
+            name = PREFIX + str(error["loc"][0]).upper() if error["loc"] else PREFIX + "*"
             problems.append(f"{name}: {error['msg']}")
         raise SettingsError("; ".join(problems)) from None
