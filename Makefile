@@ -84,12 +84,14 @@ bench: install $(BENCH_STAMP) $(DLT) bench-tandem
 		--import-sizes 10000,1000000
 	$(BIN)/python bench/diff.py --sizes 10000,100000,1000000 --in-memory
 	$(BENCHED) $(BIN)/python bench/latency.py --duration 30 --rate 50
+	$(BENCHED) $(BIN)/python bench/startup.py --runs 20
 
 bench-quick: install $(BENCH_STAMP) $(DLT) bench-tandem
 	$(BENCHED) $(BIN)/python bench/suite.py --records 10000 --push-records 1000 --runs 3 \
 		--out bench/out/results-quick.json
 	$(BIN)/python bench/diff.py --sizes 10000 --in-memory
 	$(BENCHED) $(BIN)/python bench/latency.py --duration 6 --rate 20
+	$(BENCHED) $(BIN)/python bench/startup.py --runs 5
 
 BENCH_TANDEM := $(TOOLS)/bench-tandem
 BENCHED := TANDEM_BENCH_BIN=$(CURDIR)/$(BENCH_TANDEM)/bin/tandem
