@@ -41,7 +41,7 @@ from connectors.base import (
 from connectors.bulk import Doc, GroupCommit
 from connectors.documents import deep_merge
 from connectors.http import HttpClient, HttpSettings, json_body, json_object
-from connectors.values import bad_text, problem_of
+from connectors.values import bad_text, taken_in
 
 log = structlog.get_logger(__name__)
 
@@ -280,10 +280,7 @@ class CouchCollection:
         if bad_text(doc["_id"]):
             log.warning("couchdb.document_skipped", database=self.label, error="an _id that is not valid Unicode")
             return None
-        problem = problem_of(doc)
-        if problem is not None:
-            return Record(RecordId(doc["_id"]), {}, version, f"{self.label}: {problem}")
-        return Record(id=RecordId(doc["_id"]), fields=doc, version=version)
+        return taken_in(RecordId(doc["_id"]), doc, version, self.label)
 
 
 def _param(value: Any) -> str:

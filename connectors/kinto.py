@@ -45,7 +45,7 @@ from connectors.base import (
     ignore_request,
 )
 from connectors.http import HttpClient, HttpSettings, is_scalar, json_object
-from connectors.values import bad_text, problem_of
+from connectors.values import bad_text, taken_in
 
 log = structlog.get_logger(__name__)
 
@@ -278,10 +278,7 @@ class KintoCollection:
         if bad_text(item["id"]):
             log.warning("kinto.record_skipped", collection=self.label, error="an id that is not valid Unicode")
             return None
-        problem = problem_of(item)
-        if problem is not None:
-            return Record(RecordId(item["id"]), {}, version, f"{self.label}: {problem}")
-        return Record(id=RecordId(item["id"]), fields=item, version=version)
+        return taken_in(RecordId(item["id"]), item, version, self.label)
 
 
 def _if_match(record: Record) -> dict[str, str]:

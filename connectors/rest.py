@@ -34,7 +34,7 @@ from connectors.base import (
 from connectors.documents import deep_merge
 from connectors.http import HttpClient, HttpSettings, is_scalar, json_body
 from connectors.pagination import Pagination, dig, next_cursor, request_for
-from connectors.values import bad_text, problem_of
+from connectors.values import bad_text, taken_in
 
 log = structlog.get_logger(__name__)
 
@@ -272,10 +272,7 @@ class RestCollection:
         if bad_text(record_id):
             log.warning("rest.record_skipped", collection=self.label, error=f"{self.spec.id!r} is not valid Unicode")
             return None
-        problem = problem_of(item)
-        if problem is not None:
-            return Record(record_id, {}, None, f"{self.label}: {problem}")
-        return Record(record_id, item)  # positional: built for every record listed
+        return taken_in(record_id, item, None, self.label)
 
 
 def _param(value: Any) -> str:

@@ -15,11 +15,22 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from connectors.base import Record, RecordId
+
 MAX_DEPTH = 64
 """Deeper than any record a sync needs; far below what Python's recursion allows."""
 
 _DEEP_STACK = 256 * 1024 * 1024
 _DEEP_RECURSION = 200_000
+
+
+def taken_in(record_id: RecordId, fields: Mapping[str, Any], version: str | None, label: str) -> Record:
+    """The record as read, or, where `problem_of` finds one, an empty record that says it
+    (so it is parked with the reason, never half read)."""
+    problem = problem_of(fields)
+    if problem is not None:
+        return Record(record_id, {}, version, f"{label}: {problem}")
+    return Record(record_id, fields, version)
 
 
 def problem_of(fields: Mapping[str, Any]) -> str | None:
