@@ -69,7 +69,8 @@ def screen(db: Path, url: str, tandem_url: str) -> list[str]:
     external = [f"{r['title']}{' ✓' if r.get('completed') else ''}" for r in api("GET", f"{url}/tasks?_limit=100")]
     lines = [f"  app (SQLite tasks):       {app}", f"  external (sample /tasks): {external}"]
     try:
-        token = (WORK / "tandem-state.db.api-token").read_text().strip()
+        token_file = os.environ.get("TANDEM_API_TOKEN_FILE") or WORK / "tandem-state.db.api-token"
+        token = os.environ.get("TANDEM_API_TOKEN") or Path(token_file).read_text().strip()
         (binding,) = api("GET", f"{tandem_url}/api/bindings", token=token)["bindings"]
     except (OSError, ValueError):
         return lines  # tandem is starting or stopping
