@@ -99,8 +99,8 @@ def null_refusal(values: Values, op: Op, to: Side, policy: Policy, table: Capabi
         return f"{', '.join(nulled)} would be null, which the column refuses (NOT NULL)"
     if unmapped:
         return (
-            f"{', '.join(unmapped)} must hold a value (NOT NULL without a default) and is not a mapped field:"
-            " map it, or give the column a default"
+            f"{', '.join(unmapped)} must hold a value (NOT NULL without a default) and no field writes it"
+            " here: map it to be written to this side, or give the column a default"
         )
     return None
 
