@@ -239,8 +239,17 @@ class PostgresTable:
                 f"{self.label}: table {self.spec.schema}.{self.spec.table} does not exist (or is not readable)"
             )
         self._types = {row[0]: row[1] for row in rows}
-        self._not_null = frozenset(row[0] for row in rows if row[2] and row[0] != self.spec.id)
-        self._defaulted = frozenset(row[0] for row in rows if row[3])
+        # A BEFORE row trigger may fill a column the write leaves null: then only the server
+        # can say, and nothing is refused before it has.
+        filled_by_trigger = await self._fetch(
+            "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = $1 AND c.relname = $2 AND NOT t.tgisinternal AND (t.tgtype & 3) = 3",
+            (self.spec.schema, self.spec.table),
+        )
+        foreseeable = [] if filled_by_trigger else rows
+        self._not_null = frozenset(row[0] for row in foreseeable if row[2] and row[0] != self.spec.id)
+        self._defaulted = frozenset(row[0] for row in foreseeable if row[3])
         missing = [c for c in (self.spec.id, *self.spec.columns) if c not in self._types]
         if missing:
             raise ConfigurationError(

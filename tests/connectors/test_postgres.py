@@ -196,3 +196,20 @@ async def test_a_mapped_column_renamed_under_a_running_daemon_is_a_configuration
     await _app_write(schema, "ALTER TABLE {t} RENAME COLUMN email TO mail")
     with pytest.raises(ConfigurationError, match="mapped column 'email' is no longer in the table"):
         await contacts.list_page(None)
+
+
+async def test_the_table_says_which_columns_refuse_a_null_unless_a_trigger_may_fill_them(contacts, schema: str):
+    table = contacts.capabilities
+    assert table.not_null == {"name", "active"}  # the serial id is tandem's own
+    assert table.defaulted == {"id", "active"}
+    fill = qualified(schema, "fill_name")
+    await _app_write(
+        schema,
+        f"CREATE FUNCTION {fill}() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN NEW.name := coalesce(NEW.name, 'filled'); RETURN NEW; END $$",
+    )
+    await _app_write(schema, f"CREATE TRIGGER fill BEFORE INSERT ON {{t}} FOR EACH ROW EXECUTE FUNCTION {fill}()")
+    await contacts.check()
+    assert contacts.capabilities.not_null == frozenset()  # only the server can say now
+    made = await contacts.create({"name": None})
+    assert made.fields["name"] == "filled"
