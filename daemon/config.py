@@ -97,6 +97,8 @@ _REST_KEYS = (
     "lookup",
     "bulk_create",
 )
+_ID_FIELDS = {"kinto": "id", "couchdb": "_id"}
+"""The id field of external connection types whose id is not configurable (rest: `id`)."""
 _EXTERNAL_KEYS = {"rest": ("path",), "kinto": ("bucket", "collection"), "couchdb": ("database",)}
 """Per external connection type: the keys it requires; every other type's keys are refused."""
 
@@ -210,14 +212,18 @@ class BindingConfig(_Strict):
             raise ValueError(f"match names {', '.join(unknown)}, which is not in [fields]")
         if self.app.id in self.fields:
             raise ValueError(f"the app id column {self.app.id!r} cannot be a mapped field")
-        for column, spec in self.field_configs().items():
+        for column in self.fields:
             _sql_name(column)
-            if spec.external == self.external.id and spec.direction.allows(Side.EXTERNAL):
-                raise ValueError(
-                    f"fields.{column} maps the external id field {spec.external!r}, which tandem never"
-                    ' writes: give it direction = "to-app" to copy the id into the app, or map another field'
-                )
         return self
+
+    def check_id_not_written(self, id_field: str) -> None:
+        for column, spec in self.field_configs().items():
+            if spec.external == id_field and spec.direction.allows(Side.EXTERNAL):
+                raise ValueError(
+                    f"binding {self.name!r}: fields.{column} maps the external id field {id_field!r}, which"
+                    ' tandem never writes: give it direction = "to-app" to copy the id into the app, or map'
+                    " another field"
+                )
 
     def field_configs(self) -> dict[str, FieldConfig]:
         return {
@@ -240,6 +246,9 @@ class BindingsFile(_Strict):
             _check_connection(self, binding.name, "app", binding.app.connection, APP_TYPES)
             _check_connection(self, binding.name, "external", binding.external.connection, EXTERNAL_TYPES)
             _check_external_keys(self, binding)
+            binding.check_id_not_written(
+                _ID_FIELDS.get(self.connections[binding.external.connection].type, binding.external.id)
+            )
             if binding.app.schema_ is not None and self.connections[binding.app.connection].type != "postgres":
                 raise ValueError(f"binding {binding.name!r}: app.schema applies to postgres tables only")
         return self

@@ -209,3 +209,15 @@ def test_bad_settings_name_the_variable(monkeypatch):
         load_settings()
     assert "TANDEM_WORKERS" in str(caught.value)
     assert "TANDEM_POLL_INTERVAL" in str(caught.value)
+
+
+def test_the_id_field_refused_is_the_one_of_the_connection_type(tmp_path):
+    couch = (
+        GOOD.replace('type = "rest"', 'type = "couchdb"')
+        .replace('path = "/tasks"\n', 'database = "tasks"\n')
+        .replace('pagination = { type = "page", page_param = "_page", size_param = "_limit", size = 100 }\n', "")
+    )
+    config, _ = _load(tmp_path, couch.replace('title = "title"', 'title = "title"\nref = "id"'))
+    assert config.bindings[0].field_configs()["ref"].external == "id"  # a document's own field
+    with pytest.raises(ConfigError, match=r"fields\.ref maps the external id field '_id'"):
+        _load(tmp_path, couch.replace('title = "title"', 'title = "title"\nref = "_id"'))
