@@ -77,7 +77,9 @@ def _plan_key(binding: Binding, key: Key, link: Link | None, observed: Observed,
     if link is not None and link.state is LinkState.ERROR and link.failed_fingerprint == unchanged:
         out.still_parked.append({"app_id": app_id, "external_id": ext_id, "error": link.error})
         return
-    linked = link is not None and link.app_id is not None and link.external_id is not None
+    # As the reconcile has it: a tombstone is a pair whose base still counts, one side or both kept.
+    tombstone = link is not None and link.state is LinkState.DELETED
+    linked = link is not None and (tombstone or (link.app_id is not None and link.external_id is not None))
     own = seen.get(key)
     if not linked and own is not None and own.twin is not None:
         records[key[0].other] = own.twin  # paired by match in this resync

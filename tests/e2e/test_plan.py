@@ -1,12 +1,13 @@
 """`tandem plan` says what `run` would do: the same refusals, and no parked record as a write."""
 
 import json
+import sqlite3
 from typing import Any
 
 import pytest
 
 from tests.e2e.test_sync import ext_titles
-from tests.support.daemon import AppDb, Daemon, eventually
+from tests.support.daemon import AppDb, Daemon, bindings_toml, eventually
 from tests.support.servers import seed
 
 pytestmark = pytest.mark.anyio
@@ -64,3 +65,96 @@ async def test_plan_text_says_each_write_in_words(daemon: Daemon, external: str,
 async def test_one_write_is_one_write(daemon: Daemon, external: str, app_db: AppDb):
     app_db.execute("INSERT INTO tasks (title) VALUES ('alone')")
     assert daemon.command("plan").stdout.splitlines()[0] == "tasks: 1 write planned"
+
+
+async def test_plan_and_run_agree_on_a_tombstone_whose_survivor_the_policy_now_deletes(
+    tmp_path, external: str, app_db: AppDb
+):
+    # With deletes flowing to the app only, an app deletion leaves a tombstone: the
+    # external record is kept. Once deletes flow both ways, the survivor is deleted.
+    config = tmp_path / "tandem.toml"
+    config.write_text(bindings_toml(external, deletes='"to-app"'))
+    daemon = Daemon(tmp_path)
+    try:
+        (record,) = await seed(external, "tasks", [{"title": "kept", "completed": False}])
+        await daemon.start()
+        await eventually(lambda: _has_rows(app_db, 1), what="the record imported")
+        app_db.execute("DELETE FROM tasks")
+
+        async def tombstoned() -> bool:
+            return "deleted 1" in daemon.command("status").stdout
+
+        await eventually(tombstoned, what="the tombstone")
+        # An import into the app gets the deleted row's id from SQLite: the tombstone lets the
+        # id go and keeps the external one only.
+        await seed(external, "tasks", [{"title": "new", "completed": False}])
+
+        async def imported() -> bool:
+            return [(row["id"], row["title"]) for row in app_db.rows()] == [(1, "new")]
+
+        await eventually(imported, what="the new record imported under the reused id")
+        assert daemon.stop() == 0
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            assert db.execute("SELECT app_id, external_id FROM links WHERE state = 'deleted'").fetchall() == [
+                (None, str(record["id"]))
+            ]
+
+        config.write_text(bindings_toml(external, deletes='"both"'))
+        planned = _plan(daemon)
+        assert [(w["op"], w["side"], w["external_id"]) for w in planned["writes"]] == [
+            ("delete", "external", str(record["id"]))
+        ]
+        await daemon.start()
+        await eventually(lambda: _only(external, ["new"]), what="the survivor deleted as planned")
+        assert app_db.titles() == ["new"]
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
+async def _has_rows(app_db: AppDb, n: int) -> bool:
+    return len(app_db.rows()) == n
+
+
+async def _only(external: str, titles: list[str]) -> bool:
+    return await ext_titles(external) == titles
+
+
+async def test_a_record_deleted_by_a_reconcile_is_not_brought_back_by_its_own_listing_sighting(
+    tmp_path, external: str, app_db: AppDb
+):
+    # A resync lists the survivor of a tombstone and queues both of its keys; the first
+    # reconcile deletes it, and the second must not take the listing's sighting as a
+    # record new to the app.
+    config = tmp_path / "tandem.toml"
+    config.write_text(bindings_toml(external, deletes='"to-app"'))
+    daemon = Daemon(tmp_path)
+    try:
+        await seed(external, "tasks", [{"title": "kept", "completed": False}])
+        await daemon.start()
+        await eventually(lambda: _has_rows(app_db, 1), what="the record imported")
+        app_db.execute("DELETE FROM tasks")
+
+        async def tombstoned() -> bool:
+            return "deleted 1" in daemon.command("status").stdout
+
+        await eventually(tombstoned, what="the tombstone")
+        assert daemon.stop() == 0
+        config.write_text(bindings_toml(external, deletes='"both"'))
+        await daemon.start()
+        await eventually(lambda: _only(external, []), what="the survivor deleted")
+
+        async def settled() -> bool:
+            return "synced 0" in daemon.command("status").stdout and "deleted 0" in daemon.command("status").stdout
+
+        await eventually(settled, what="the pair forgotten")
+        assert app_db.titles() == []
+        assert daemon.stop() == 0
+        brought_back = [
+            line
+            for line in daemon.log_lines()
+            if line.get("event") == "reconcile.done" and "create:app" in line.get("writes", [])
+        ]
+        assert brought_back == []
+    finally:
+        daemon.kill()
