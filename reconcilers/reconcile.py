@@ -451,6 +451,9 @@ class Reconciler:
             assert record_id is not None
             await collection.delete(record_id, current=scene.record(write.side))
             scene.set(write.side, None)
+            # A sighting of the record from before its deletion is stale, and once the link
+            # is dropped nothing would say so: it would bring the record back as new.
+            self.forget_observation((write.side, record_id))
         scene.writes.append(write)
         self._on_write(write)
 
