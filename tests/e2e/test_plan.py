@@ -8,7 +8,7 @@ import pytest
 
 from tests.e2e.test_sync import ext_titles
 from tests.support.daemon import AppDb, Daemon, bindings_toml, eventually
-from tests.support.servers import seed
+from tests.support.servers import inject, seed
 
 pytestmark = pytest.mark.anyio
 
@@ -158,3 +158,18 @@ async def test_a_record_deleted_by_a_reconcile_is_not_brought_back_by_its_own_li
         assert brought_back == []
     finally:
         daemon.kill()
+
+
+async def test_a_record_parked_and_unchanged_since_is_no_planned_write(daemon: Daemon, external: str, app_db: AppDb):
+    await inject(external, status=422, body='{"error": "title taken"}', count=1, methods=["POST"])
+    app_db.execute("INSERT INTO tasks (title) VALUES ('refused')")
+    await daemon.start()
+
+    async def parked() -> bool:
+        return "title taken" in daemon.command("status").stdout
+
+    await eventually(parked, what="the refused record parked")
+    assert daemon.stop() == 0
+    planned = _plan(daemon)
+    assert planned["writes"] == []  # run leaves it alone until it changes, and so says plan
+    assert [p["app_id"] for p in planned["still_parked"]] == ["1"]
