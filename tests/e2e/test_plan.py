@@ -70,21 +70,10 @@ async def test_one_write_is_one_write(daemon: Daemon, external: str, app_db: App
 async def test_plan_and_run_agree_on_a_tombstone_whose_survivor_the_policy_now_deletes(
     tmp_path, external: str, app_db: AppDb
 ):
-    # With deletes flowing to the app only, an app deletion leaves a tombstone: the
-    # external record is kept. Once deletes flow both ways, the survivor is deleted.
-    config = tmp_path / "tandem.toml"
-    config.write_text(bindings_toml(external, deletes='"to-app"'))
+    # Once deletes flow both ways, the survivor of the tombstone is deleted.
     daemon = Daemon(tmp_path)
     try:
-        (record,) = await seed(external, "tasks", [{"title": "kept", "completed": False}])
-        await daemon.start()
-        await eventually(lambda: _has_rows(app_db, 1), what="the record imported")
-        app_db.execute("DELETE FROM tasks")
-
-        async def tombstoned() -> bool:
-            return "deleted 1" in daemon.command("status").stdout
-
-        await eventually(tombstoned, what="the tombstone")
+        record = await _tombstone(daemon, external, app_db)
         # An import into the app gets the deleted row's id from SQLite: the tombstone lets the
         # id go and keeps the external one only.
         await seed(external, "tasks", [{"title": "new", "completed": False}])
@@ -99,7 +88,7 @@ async def test_plan_and_run_agree_on_a_tombstone_whose_survivor_the_policy_now_d
                 (None, str(record["id"]))
             ]
 
-        config.write_text(bindings_toml(external, deletes='"both"'))
+        (tmp_path / "tandem.toml").write_text(bindings_toml(external, deletes='"both"'))
         planned = _plan(daemon)
         assert [(w["op"], w["side"], w["external_id"]) for w in planned["writes"]] == [
             ("delete", "external", str(record["id"]))
@@ -110,6 +99,22 @@ async def test_plan_and_run_agree_on_a_tombstone_whose_survivor_the_policy_now_d
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+async def _tombstone(daemon: Daemon, external: str, app_db: AppDb) -> dict[str, Any]:
+    """With deletes flowing to the app only, an app deletion leaves a tombstone that keeps
+    the external record; returns that record, the daemon still running."""
+    (daemon.workdir / "tandem.toml").write_text(bindings_toml(external, deletes='"to-app"'))
+    (record,) = await seed(external, "tasks", [{"title": "kept", "completed": False}])
+    await daemon.start()
+    await eventually(lambda: _has_rows(app_db, 1), what="the record imported")
+    app_db.execute("DELETE FROM tasks")
+
+    async def tombstoned() -> bool:
+        return "deleted 1" in daemon.command("status").stdout
+
+    await eventually(tombstoned, what="the tombstone")
+    return record
 
 
 async def _has_rows(app_db: AppDb, n: int) -> bool:
@@ -126,21 +131,11 @@ async def test_a_record_deleted_by_a_reconcile_is_not_brought_back_by_its_own_li
     # A resync lists the survivor of a tombstone and queues both of its keys; the first
     # reconcile deletes it, and the second must not take the listing's sighting as a
     # record new to the app.
-    config = tmp_path / "tandem.toml"
-    config.write_text(bindings_toml(external, deletes='"to-app"'))
     daemon = Daemon(tmp_path)
     try:
-        await seed(external, "tasks", [{"title": "kept", "completed": False}])
-        await daemon.start()
-        await eventually(lambda: _has_rows(app_db, 1), what="the record imported")
-        app_db.execute("DELETE FROM tasks")
-
-        async def tombstoned() -> bool:
-            return "deleted 1" in daemon.command("status").stdout
-
-        await eventually(tombstoned, what="the tombstone")
+        await _tombstone(daemon, external, app_db)
         assert daemon.stop() == 0
-        config.write_text(bindings_toml(external, deletes='"both"'))
+        (tmp_path / "tandem.toml").write_text(bindings_toml(external, deletes='"both"'))
         await daemon.start()
         await eventually(lambda: _only(external, []), what="the survivor deleted")
 
