@@ -43,6 +43,9 @@ log = structlog.get_logger(__name__)
 PENDING_RECHECK = 0.05
 """How soon to look again at a record that may be the fruit of a create still in flight."""
 
+DELETION_MEMORY = 10_000
+"""How many of tandem's latest deletions are remembered, each a key and a time."""
+
 
 DELETE_HELD = "delete-held"
 """The action of a reconcile whose deletion the mass-delete guard held back."""
@@ -129,6 +132,9 @@ class Reconciler:
         self._locks = PairLocks()
         self.observations: dict[Key, tuple[Observation, float]] = {}
         """Records as a listing or a feed saw them, and when that read began."""
+        self._deleted_at: dict[Key, float] = {}
+        """When tandem deleted each record it recently deleted: a sighting from before then
+        is stale, though the dropped link can no longer say so (the newest DELETION_MEMORY)."""
 
     @property
     def policy(self) -> Policy:
@@ -254,7 +260,17 @@ class Reconciler:
         observed, seen_at = found
         if link is not None and link.updated_at is not None and seen_at < link.updated_at:
             return None
+        deleted_at = self._deleted_at.get(key)
+        if deleted_at is not None and seen_at < deleted_at:
+            return None  # seen before tandem deleted it: read again
         return observed
+
+    def _remember_deletion(self, key: Key) -> None:
+        self.forget_observation(key)
+        self._deleted_at.pop(key, None)
+        self._deleted_at[key] = self._clock()
+        while len(self._deleted_at) > DELETION_MEMORY:
+            del self._deleted_at[next(iter(self._deleted_at))]  # the oldest
 
     async def _lookup_twin(self, source: Record, side: Side, hint: Observation | None) -> Record | None:
         """The unlinked record on the other side that this one is, by its match fields."""
@@ -452,8 +468,9 @@ class Reconciler:
             await collection.delete(record_id, current=scene.record(write.side))
             scene.set(write.side, None)
             # A sighting of the record from before its deletion is stale, and once the link
-            # is dropped nothing would say so: it would bring the record back as new.
-            self.forget_observation((write.side, record_id))
+            # is dropped nothing would say so: it would bring the record back as new. One may
+            # still arrive (a feed's read that began before the delete), so the time is kept.
+            self._remember_deletion((write.side, record_id))
         scene.writes.append(write)
         self._on_write(write)
 
