@@ -15,7 +15,7 @@ import decimal
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -207,8 +207,7 @@ class PostgresTable:
         self._log = qualified(spec.schema, LOG_TABLE)
         self._id = quote(spec.id)
         self._types: dict[str, str] = {}
-        self._not_null: frozenset[str] = frozenset()
-        self._defaulted: frozenset[str] = frozenset()
+        self._capabilities = Capabilities(change_feed=True, push=True, listing_is_proof=True)
 
     @property
     def label(self) -> str:
@@ -216,9 +215,7 @@ class PostgresTable:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            change_feed=True, push=True, listing_is_proof=True, not_null=self._not_null, defaulted=self._defaulted
-        )
+        return self._capabilities
 
     async def watch(self, wake: Callable[[], None]) -> None:
         await self._connection.listen(wake)
@@ -248,8 +245,11 @@ class PostgresTable:
             (self.spec.schema, self.spec.table),
         )
         foreseeable = [] if filled_by_trigger else rows
-        self._not_null = frozenset(row[0] for row in foreseeable if row[2] and row[0] != self.spec.id)
-        self._defaulted = frozenset(row[0] for row in foreseeable if row[3])
+        self._capabilities = replace(
+            self._capabilities,
+            not_null=frozenset(row[0] for row in foreseeable if row[2] and row[0] != self.spec.id),
+            defaulted=frozenset(row[0] for row in foreseeable if row[3]),
+        )
         missing = [c for c in (self.spec.id, *self.spec.columns) if c not in self._types]
         if missing:
             raise ConfigurationError(

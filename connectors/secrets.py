@@ -30,6 +30,11 @@ def secret_forms(secret: str) -> set[str]:
     return {secret, escaped, ascii_escaped, *encoded}
 
 
+def basic_header(user: str, password: str) -> str:
+    """The Authorization header value HTTP Basic credentials are sent as."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 def credential_parts(value: str) -> set[str]:
     """What a credential header value holds: the value, its credential after the scheme
     (`Bearer T` → `T`), and for Basic the decoded `user:password` and the password."""

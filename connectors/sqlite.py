@@ -12,7 +12,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,8 +182,7 @@ class SqliteTable:
         self._table = quote(spec.table)
         self._id = quote(spec.id)
         self._integer_id = False
-        self._not_null: frozenset[str] = frozenset()
-        self._defaulted: frozenset[str] = frozenset()
+        self._capabilities = Capabilities(change_feed=True, batch_create=BATCH_ROWS, listing_is_proof=True)
 
     @property
     def label(self) -> str:
@@ -191,13 +190,7 @@ class SqliteTable:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            change_feed=True,
-            batch_create=BATCH_ROWS,
-            listing_is_proof=True,
-            not_null=self._not_null,
-            defaulted=self._defaulted,
-        )
+        return self._capabilities
 
     async def check(self) -> None:
         """The table exists and has the id and every mapped column."""
@@ -212,8 +205,11 @@ class SqliteTable:
             )
         self._integer_id = "INT" in declared[self.spec.id]
         # table_info: (cid, name, type, notnull, dflt_value, pk)
-        self._not_null = frozenset(row[1] for row in rows if row[3] and row[1] != self.spec.id)
-        self._defaulted = frozenset(row[1] for row in rows if row[4] is not None)
+        self._capabilities = replace(
+            self._capabilities,
+            not_null=frozenset(row[1] for row in rows if row[3] and row[1] != self.spec.id),
+            defaulted=frozenset(row[1] for row in rows if row[4] is not None),
+        )
 
     # --- change log --------------------------------------------------------------
 

@@ -6,7 +6,6 @@ Every error names the file, the key and what is wrong, and never echoes a value
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +16,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from connectors.pagination import PaginationType
 from connectors.rest import Lookup
-from daemon.configfile import ConfigError, read_toml
+from connectors.secrets import basic_header
+from daemon.configfile import ConfigError, literal_credentials, read_toml
 from daemon.envrefs import UnfilledReference, substitute
 from daemon.settings import parse_duration
 from reconcilers.canonical import FieldType
@@ -63,8 +63,7 @@ class BasicAuthConfig(_Strict):
 
     def header(self) -> str:
         """The Authorization header value these credentials are sent as."""
-        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode("ascii")
-        return f"Basic {token}"
+        return basic_header(self.user, self.password)
 
 
 class KintoConnectionConfig(_HttpConnectionConfig):
@@ -331,11 +330,7 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> tupl
         _one_binding_per_table(config)
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    for connection in config.connections.values():
-        auth = getattr(connection, "auth", None)
-        if isinstance(auth, BasicAuthConfig):
-            secrets |= {auth.password, auth.header()}  # a literal password is a secret too
-    return config, secrets
+    return config, secrets | literal_credentials(data)
 
 
 def _message(error: Any) -> str:

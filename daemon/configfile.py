@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from connectors.secrets import basic_header
 from daemon.envrefs import substitute
 
 
@@ -43,5 +44,17 @@ def binding_names(path: Path, *, environ: Mapping[str, str]) -> tuple[list[str],
         else []
     )
     secrets: set[str] = set()
-    substitute(raw, path="", environ=environ, secrets=secrets, lenient=True)
-    return names, secrets
+    filled = substitute(raw, path="", environ=environ, secrets=secrets, lenient=True)
+    return names, secrets | literal_credentials(filled)
+
+
+def literal_credentials(data: Mapping[str, Any]) -> set[str]:
+    """The Basic auth passwords the file's connections hold, and the headers they are sent
+    as: secrets too, though written in the file rather than taken from the environment."""
+    found: set[str] = set()
+    connections = data.get("connections")
+    for connection in connections.values() if isinstance(connections, dict) else ():
+        auth = connection.get("auth") if isinstance(connection, dict) else None
+        if isinstance(auth, dict) and isinstance(auth.get("user"), str) and isinstance(auth.get("password"), str):
+            found |= {auth["password"], basic_header(auth["user"], auth["password"])}
+    return {secret for secret in found if secret}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -109,10 +108,10 @@ class Settings(BaseModel):
         return int(self.http_addr.rpartition(":")[2])
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+def load_settings(**overrides: object) -> Settings:
     """Settings from the environment (and explicit overrides, e.g. --config)."""
     given: dict[str, object] = {}
-    for key, value in (os.environ if environ is None else environ).items():
+    for key, value in os.environ.items():
         name = key.upper().removeprefix(PREFIX).lower()
         if key.upper().startswith(PREFIX) and name in Settings.model_fields:
             given[name] = value

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import load_config
-from daemon.configfile import ConfigError
+from daemon.configfile import ConfigError, binding_names
 from daemon.settings import SettingsError, load_settings, parse_duration
 
 GOOD = """
@@ -221,3 +221,17 @@ def test_the_id_field_refused_is_the_one_of_the_connection_type(tmp_path):
     assert config.bindings[0].field_configs()["ref"].external == "id"  # a document's own field
     with pytest.raises(ConfigError, match=r"fields\.ref maps the external id field '_id'"):
         _load(tmp_path, couch.replace('title = "title"', 'title = "title"\nref = "_id"'))
+
+
+def test_status_masks_the_same_secrets_as_the_commands_that_load_the_whole_file(tmp_path):
+    kinto = (
+        GOOD.replace('type = "rest"', 'type = "kinto"\nauth = { user = "tandem", password = "literal-pw" }')
+        .replace('path = "/tasks"\n', 'bucket = "b"\ncollection = "tasks"\n')
+        .replace('pagination = { type = "page", page_param = "_page", size_param = "_limit", size = 100 }\n', "")
+    )
+    _, loaded = _load(tmp_path, kinto)
+    names, masked = binding_names(tmp_path / "tandem.toml", environ={"TASKS_TOKEN": "t0ken-value"})
+    assert names == ["tasks"]
+    assert masked == loaded == {"t0ken-value", "literal-pw", "Basic dGFuZGVtOmxpdGVyYWwtcHc="}
+    # Without the variables the connections need, status still masks what it can know.
+    assert binding_names(tmp_path / "tandem.toml", environ={})[1] == {"literal-pw", "Basic dGFuZGVtOmxpdGVyYWwtcHc="}
